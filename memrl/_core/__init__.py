@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython over NumPy buffers). Import the Python API from ``memrl`` instead."""

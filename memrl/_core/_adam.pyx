@@ -1,0 +1,82 @@
+"""Adam over one flat parameter buffer, and Polyak averaging of one flat buffer into another.
+
+Update at step t (t >= 1, counted by the caller), elementwise:
+
+    g <- clip(g, -c, c)                       (if clip > 0)
+    m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+    m_hat = m / (1 - b1^t) ;  v_hat = v / (1 - b2^t) ;  v_hat <- max(v_hat, floor)  (RLtools; floor > 0)
+    p <- p - lr * f * m_hat / (sqrt(v_hat) + eps) - lr * wd * p * [weight]
+
+``f`` is ``bias_lr_factor`` on entries where ``is_bias`` is set (else 1); weight decay is
+decoupled (AdamW) and applies only where ``is_bias`` is not set (everywhere if it is None).
+One pass over memory, GIL released, nothing allocated.
+"""
+from cython cimport floating
+from libc.math cimport sqrt, pow
+
+
+cdef void adam_kernel(Py_ssize_t n, floating* p, const floating* g, floating* m, floating* v,
+                      double lr, double b1, double b2, double eps, double floor, double wd,
+                      double clip, const unsigned char* is_bias, double bias_lr_factor,
+                      long t) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double c1 = 1.0 / (1.0 - pow(b1, <double>t))
+    cdef double c2 = 1.0 / (1.0 - pow(b2, <double>t))
+    cdef floating gi, mi, vi, mh, vh, step, fb1 = b1, fb2 = b2
+    cdef floating one_m_b1 = 1 - b1, one_m_b2 = 1 - b2
+    cdef floating fc1 = c1, fc2 = c2, flr = lr, feps = eps, ffloor = floor, fclip = clip
+    cdef floating fwd = lr * wd, flr_bias = lr * bias_lr_factor
+    for i in range(n):
+        gi = g[i]
+        if fclip > 0:
+            if gi > fclip:
+                gi = fclip
+            elif gi < -fclip:
+                gi = -fclip
+        mi = fb1 * m[i] + one_m_b1 * gi
+        vi = fb2 * v[i] + one_m_b2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        mh = mi * fc1
+        vh = vi * fc2
+        if vh < ffloor:
+            vh = ffloor
+        step = mh / (sqrt(vh) + feps)
+        if is_bias != NULL and is_bias[i]:
+            p[i] = p[i] - flr_bias * step
+        else:
+            p[i] = p[i] - flr * step - fwd * p[i]
+
+
+def adam_step(floating[::1] params, const floating[::1] grads, floating[::1] m, floating[::1] v,
+              long t, double lr, double beta1=0.9, double beta2=0.999, double eps=1e-7,
+              double v_hat_floor=0.0, double weight_decay=0.0, double clip=0.0,
+              const unsigned char[::1] is_bias=None, double bias_lr_factor=1.0):
+    """One Adam step at step count t (>= 1) over flat buffers, in place."""
+    cdef Py_ssize_t n = params.shape[0]
+    for name, arr in (("grads", grads), ("m", m), ("v", v)):
+        if arr.shape[0] != n:
+            raise ValueError(f"{name}: expected shape ({n},), got ({arr.shape[0]},)")
+    if is_bias is not None and is_bias.shape[0] != n:
+        raise ValueError(f"is_bias: expected shape ({n},), got ({is_bias.shape[0]},)")
+    if t < 1:
+        raise ValueError(f"t: expected a step count >= 1, got {t}")
+    if n == 0:
+        return
+    cdef const unsigned char* bp = NULL if is_bias is None else &is_bias[0]
+    with nogil:
+        adam_kernel(n, &params[0], &grads[0], &m[0], &v[0], lr, beta1, beta2, eps, v_hat_floor,
+                    weight_decay, clip, bp, bias_lr_factor, t)
+
+
+def polyak(floating[::1] target, const floating[::1] source, double tau):
+    """target <- (1 - tau) * target + tau * source, in place."""
+    cdef Py_ssize_t n = target.shape[0], i
+    if source.shape[0] != n:
+        raise ValueError(f"source: expected shape ({n},), got ({source.shape[0]},)")
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau: expected a value in [0, 1], got {tau}")
+    cdef floating keep = 1 - tau, take = tau
+    with nogil:
+        for i in range(n):
+            target[i] = keep * target[i] + take * source[i]

@@ -1,0 +1,119 @@
+"""Dense layer kernels: ``pre = x W^T + b``, ``y = act(pre)`` over N rows.
+
+Layout (C-contiguous): x (N, I), W (O, I), b (O,), pre and y (N, O). Backward ACCUMULATES into
+dW and db (callers zero them) and OVERWRITES dx. Nothing is allocated; the GIL is released.
+"""
+from cython cimport floating
+from memrl._core._blas cimport gemm
+from memrl._core._activations cimport activate, activate_grad
+
+IDENTITY = 0
+RELU = 1
+TANH = 2
+SIGMOID = 3
+FAST_TANH = 4
+FAST_SIGMOID = 5
+ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "fast_tanh": 4, "fast_sigmoid": 5}
+
+
+cdef void dense_fwd(int N, int I, int O, const floating* x, const floating* W, const floating* b,
+                    floating* pre, floating* y, int act) noexcept nogil:
+    cdef int n, o
+    cdef floating* p
+    for n in range(N):
+        p = pre + n * O
+        for o in range(O):
+            p[o] = b[o]
+    gemm(False, True, N, O, I, <floating>1, x, I, W, I, <floating>1, pre, O)
+    if act == 0:
+        if y != pre:
+            for n in range(N * O):
+                y[n] = pre[n]
+        return
+    for n in range(N * O):
+        y[n] = activate(act, pre[n])
+
+
+cdef void dense_bwd(int N, int I, int O, const floating* x, const floating* W,
+                    const floating* pre, const floating* y, const floating* dy,
+                    floating* dW, floating* db, floating* dx, floating* dpre, int act) noexcept nogil:
+    cdef int n, o
+    cdef const floating* g = dy
+    if act != 0:
+        for n in range(N * O):
+            dpre[n] = dy[n] * activate_grad(act, pre[n], y[n])
+        g = dpre
+    for n in range(N):
+        for o in range(O):
+            db[o] += g[n * O + o]
+    gemm(True, False, O, I, N, <floating>1, g, O, x, I, <floating>1, dW, I)
+    if dx != NULL:
+        gemm(False, False, N, I, O, <floating>1, g, O, W, I, <floating>0, dx, I)
+
+
+def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[::1] b,
+            floating[:, ::1] pre, floating[:, ::1] y, int act):
+    """pre = x W^T + b; y = act(pre) (y may be pre for the identity)."""
+    cdef int N = x.shape[0], I = x.shape[1], O = W.shape[0]
+    if W.shape[1] != I or b.shape[0] != O or pre.shape[0] != N or pre.shape[1] != O \
+            or y.shape[0] != N or y.shape[1] != O:
+        raise ValueError(f"dense.forward: inconsistent shapes x {tuple(x.shape)[:2]}, "
+                         f"W {tuple(W.shape)[:2]}, b {b.shape[0]}, pre {tuple(pre.shape)[:2]}, y {tuple(y.shape)[:2]}")
+    if not 0 <= act <= 5:
+        raise ValueError(f"act: expected an activation code 0..5, got {act}")
+    if N == 0 or O == 0:
+        return
+    if I == 0:
+        for o in range(O):
+            for n in range(N):
+                pre[n, o] = b[o]
+                y[n, o] = activate(act, b[o])
+        return
+    with nogil:
+        dense_fwd(N, I, O, &x[0, 0], &W[0, 0], &b[0], &pre[0, 0], &y[0, 0], act)
+
+
+def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:, ::1] pre,
+             const floating[:, ::1] y, const floating[:, ::1] dy, floating[:, ::1] dW,
+             floating[::1] db, floating[:, ::1] dx, floating[:, ::1] dpre, int act):
+    """Accumulate dW += dpre^T x, db += sum(dpre); overwrite dx = dpre W (dx may be None)."""
+    cdef int N = x.shape[0], I = x.shape[1], O = W.shape[0]
+    if dy.shape[0] != N or dy.shape[1] != O or dW.shape[0] != O or dW.shape[1] != I \
+            or db.shape[0] != O or dpre.shape[0] != N or dpre.shape[1] != O \
+            or pre.shape[0] != N or pre.shape[1] != O or y.shape[0] != N or y.shape[1] != O:
+        raise ValueError("dense.backward: inconsistent shapes")
+    if dx is not None and (dx.shape[0] != N or dx.shape[1] != I):
+        raise ValueError(f"dx: expected shape ({N}, {I}), got {tuple(dx.shape)[:2]}")
+    if N == 0 or O == 0:
+        if dx is not None:
+            dx[:, :] = 0
+        return
+    cdef floating* dx_ptr = NULL
+    if dx is not None and I > 0:
+        dx_ptr = &dx[0, 0]
+    if I == 0:
+        for n in range(N):
+            for o in range(O):
+                db[o] += dy[n, o] * activate_grad(act, pre[n, o], y[n, o])
+        return
+    with nogil:
+        dense_bwd(N, I, O, &x[0, 0], &W[0, 0], &pre[0, 0], &y[0, 0], &dy[0, 0],
+                  &dW[0, 0], &db[0], dx_ptr, &dpre[0, 0], act)
+
+
+def activation(int act, const floating[::1] x, floating[::1] out):
+    """out = act(x), elementwise (for tests)."""
+    cdef Py_ssize_t i
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out: expected the shape of x")
+    for i in range(x.shape[0]):
+        out[i] = activate(act, x[i])
+
+
+def activation_grad(int act, const floating[::1] x, floating[::1] out):
+    """out = d act / dx at x, elementwise (for tests)."""
+    cdef Py_ssize_t i
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out: expected the shape of x")
+    for i in range(x.shape[0]):
+        out[i] = activate_grad(act, x[i], activate(act, x[i]))

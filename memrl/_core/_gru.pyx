@@ -1,0 +1,326 @@
+"""GRU kernels: whole-sequence forward, backward through time, and a single step.
+
+PyTorch-compatible parameters: W_ih (3H, I), W_hh (3H, H), b_ih (3H,), b_hh (3H,), gate order
+[r | z | n]:
+
+    r = sigma(W_ir x + b_ir + W_hr h + b_hr)      z = sigma(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
+
+Time-major buffers, C-contiguous: x (T, B, I), outputs h (T, B, H). ``h0`` (B, H) is the
+initial state; where ``reset[t, b]`` is nonzero (and always at t = 0) sample b starts from
+``h0[b]`` at step t, and in backward no gradient flows from step t to step t-1 (it goes to
+dh0 instead).
+
+Cache written by forward and read by backward (all preallocated by the caller):
+preact (T, B, 3H) gate pre-activations, gates (T, B, 3H) post-activations, hn (T, B, H)
+``W_hn h + b_hn``, h_prev (T, B, H) the state each step started from. The input projection
+``x W_ih^T`` and, in backward, ``dW_ih``, ``dW_hh`` and ``dx`` are single products over all
+T*B rows; only ``h W_hh^T`` (forward) and ``dG W_hh`` (backward) run inside the time loop.
+
+gate_mode 0: exact sigmoid/tanh. gate_mode 1: RLtools' fast (Pade) sigmoid/tanh, with the
+exact derivative of the approximation. Backward ACCUMULATES parameter gradients, OVERWRITES
+dx and dh0. No allocation, no Python objects, GIL released.
+"""
+from cython cimport floating
+from libc.string cimport memcpy, memset
+from memrl._core._blas cimport gemm
+from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh, fast_tanh_grad
+
+EXACT = 0
+FAST = 1
+
+
+cdef inline void _gates_rz(int n, floating* pre, floating* post, int mode) noexcept nogil:
+    cdef int j
+    if mode == 0:
+        for j in range(n):
+            post[j] = sigmoid(pre[j])
+    else:
+        for j in range(n):
+            post[j] = 0.5 * fast_tanh(0.5 * pre[j]) + 0.5
+
+
+cdef inline void _gate_n(int n, floating* pre, floating* post, int mode) noexcept nogil:
+    cdef int j
+    if mode == 0:
+        for j in range(n):
+            post[j] = exact_tanh(pre[j])
+    else:
+        for j in range(n):
+            post[j] = fast_tanh(pre[j])
+
+
+cdef void gru_fwd(int T, int B, int I, int H, const floating* x, const floating* h0,
+                  const unsigned char* reset, const floating* W_ih, const floating* W_hh,
+                  const floating* b_ih, const floating* b_hh, floating* h,
+                  floating* preact, floating* gates, floating* hn, floating* h_prev,
+                  floating* W_hh_T, floating* gh, int mode) noexcept nogil:
+    cdef int H3 = 3 * H, t, b, j, k
+    cdef int TB = T * B
+    cdef floating* pa
+    cdef floating* g
+    cdef floating* ghb
+    cdef floating* hnb
+    cdef floating* hp
+    cdef floating* ho
+    cdef const floating* src
+    cdef floating z
+    # Input projection for every step at once: preact = x W_ih^T + b_ih.
+    for k in range(TB):
+        memcpy(preact + k * H3, b_ih, H3 * sizeof(floating))
+    if I > 0:
+        gemm(False, True, TB, H3, I, <floating>1, x, I, W_ih, I, <floating>1, preact, H3)
+    for j in range(H3):
+        for k in range(H):
+            W_hh_T[k * H3 + j] = W_hh[j * H + k]
+    for t in range(T):
+        hp = h_prev + t * B * H
+        for b in range(B):
+            if t == 0 or (reset != NULL and reset[t * B + b]):
+                src = h0 + b * H
+            else:
+                src = h + ((t - 1) * B + b) * H
+            memcpy(hp + b * H, src, H * sizeof(floating))
+            memcpy(gh + b * H3, b_hh, H3 * sizeof(floating))
+        gemm(False, False, B, H3, H, <floating>1, hp, H, W_hh_T, H3, <floating>1, gh, H3)
+        for b in range(B):
+            k = t * B + b
+            pa = preact + k * H3
+            g = gates + k * H3
+            ghb = gh + b * H3
+            hnb = hn + k * H
+            ho = h + k * H
+            for j in range(2 * H):
+                pa[j] += ghb[j]
+            _gates_rz(2 * H, pa, g, mode)
+            for j in range(H):
+                hnb[j] = ghb[2 * H + j]
+                pa[2 * H + j] += g[j] * hnb[j]
+            _gate_n(H, pa + 2 * H, g + 2 * H, mode)
+            for j in range(H):
+                z = g[H + j]
+                ho[j] = (1 - z) * g[2 * H + j] + z * hp[b * H + j]
+
+
+cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned char* reset,
+                  const floating* W_ih, const floating* W_hh, const floating* preact,
+                  const floating* gates, const floating* hn, const floating* h_prev,
+                  const floating* dy, floating* dW_ih, floating* dW_hh, floating* db_ih,
+                  floating* db_hh, floating* dx, floating* dh0, floating* G, floating* Gh,
+                  floating* carry, floating* dhp, int mode) noexcept nogil:
+    cdef int H3 = 3 * H, t, b, j, k
+    cdef int TB = T * B
+    cdef const floating* g
+    cdef const floating* pa
+    cdef const floating* hnb
+    cdef const floating* hpb
+    cdef const floating* dyb
+    cdef floating* Gb
+    cdef floating* Ghb
+    cdef floating* cb
+    cdef floating* db
+    cdef floating r, z, n, grad, dz, dn, dr
+    memset(carry, 0, B * H * sizeof(floating))
+    if dh0 != NULL:
+        memset(dh0, 0, B * H * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            k = t * B + b
+            g = gates + k * H3
+            pa = preact + k * H3
+            hnb = hn + k * H
+            hpb = h_prev + k * H
+            dyb = dy + k * H
+            Gb = G + k * H3
+            Ghb = Gh + k * H3
+            cb = carry + b * H
+            db = dhp + b * H
+            for j in range(H):
+                r = g[j]
+                z = g[H + j]
+                n = g[2 * H + j]
+                grad = dyb[j] + cb[j]
+                dz = grad * (hpb[j] - n)
+                if mode == 0:
+                    dn = grad * (1 - z) * (1 - n * n)
+                    dr = dn * hnb[j] * r * (1 - r)
+                    dz = dz * z * (1 - z)
+                else:
+                    dn = grad * (1 - z) * fast_tanh_grad(pa[2 * H + j])
+                    dr = dn * hnb[j] * 0.25 * fast_tanh_grad(0.5 * pa[j])
+                    dz = dz * 0.25 * fast_tanh_grad(0.5 * pa[H + j])
+                Gb[j] = dr
+                Gb[H + j] = dz
+                Gb[2 * H + j] = dn
+                Ghb[j] = dr
+                Ghb[H + j] = dz
+                Ghb[2 * H + j] = dn * r
+                db[j] = grad * z
+        gemm(False, False, B, H, H3, <floating>1, Gh + t * B * H3, H3, W_hh, H, <floating>1, dhp, H)
+        for b in range(B):
+            if t == 0 or (reset != NULL and reset[t * B + b]):
+                if dh0 != NULL:
+                    for j in range(H):
+                        dh0[b * H + j] += dhp[b * H + j]
+                memset(carry + b * H, 0, H * sizeof(floating))
+            else:
+                memcpy(carry + b * H, dhp + b * H, H * sizeof(floating))
+    # Parameter gradients and dx: one product each over all T*B rows.
+    for k in range(TB):
+        for j in range(H3):
+            db_ih[j] += G[k * H3 + j]
+            db_hh[j] += Gh[k * H3 + j]
+    if I > 0:
+        gemm(True, False, H3, I, TB, <floating>1, G, H3, x, I, <floating>1, dW_ih, I)
+    gemm(True, False, H3, H, TB, <floating>1, Gh, H3, h_prev, H, <floating>1, dW_hh, H)
+    if dx != NULL and I > 0:
+        gemm(False, False, TB, I, H3, <floating>1, G, H3, W_ih, I, <floating>0, dx, I)
+
+
+cdef void gru_step_fwd(int B, int I, int H, const floating* x, floating* h,
+                       const unsigned char* reset, const floating* W_ih, const floating* W_hh,
+                       const floating* b_ih, const floating* b_hh, floating* gx, floating* gh,
+                       int mode) noexcept nogil:
+    """Advance carried states h (B, H) by one step; rows with reset[b] restart from zeros."""
+    cdef int H3 = 3 * H, b, j
+    cdef floating* gxb
+    cdef floating* ghb
+    cdef floating* hb
+    cdef floating z
+    for b in range(B):
+        if reset != NULL and reset[b]:
+            memset(h + b * H, 0, H * sizeof(floating))
+        memcpy(gx + b * H3, b_ih, H3 * sizeof(floating))
+        memcpy(gh + b * H3, b_hh, H3 * sizeof(floating))
+    if I > 0:
+        gemm(False, True, B, H3, I, <floating>1, x, I, W_ih, I, <floating>1, gx, H3)
+    gemm(False, True, B, H3, H, <floating>1, h, H, W_hh, H, <floating>1, gh, H3)
+    for b in range(B):
+        gxb = gx + b * H3
+        ghb = gh + b * H3
+        hb = h + b * H
+        for j in range(2 * H):
+            gxb[j] += ghb[j]
+        _gates_rz(2 * H, gxb, gxb, mode)
+        for j in range(H):
+            gxb[2 * H + j] += gxb[j] * ghb[2 * H + j]
+        _gate_n(H, gxb + 2 * H, gxb + 2 * H, mode)
+        for j in range(H):
+            z = gxb[H + j]
+            hb[j] = (1 - z) * gxb[2 * H + j] + z * hb[j]
+
+
+cdef inline void _check(str name, tuple got, tuple expected) except *:
+    if got != expected:
+        raise ValueError(f"{name}: expected shape {expected}, got {got}")
+
+
+def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const unsigned char[:, ::1] reset,
+            const floating[:, ::1] W_ih, const floating[:, ::1] W_hh, const floating[::1] b_ih,
+            const floating[::1] b_hh, floating[:, :, ::1] h, floating[:, :, ::1] preact,
+            floating[:, :, ::1] gates, floating[:, :, ::1] hn, floating[:, :, ::1] h_prev,
+            floating[:, ::1] W_hh_T, floating[:, ::1] gh, int mode):
+    """Run the whole sequence; writes h and the cache (see the module docstring)."""
+    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = h0.shape[1]
+    _check("h0", (h0.shape[0], h0.shape[1]), (B, H))
+    _check("W_ih", (W_ih.shape[0], W_ih.shape[1]), (3 * H, I))
+    _check("W_hh", (W_hh.shape[0], W_hh.shape[1]), (3 * H, H))
+    _check("b_ih", (b_ih.shape[0],), (3 * H,))
+    _check("b_hh", (b_hh.shape[0],), (3 * H,))
+    _check("h", (h.shape[0], h.shape[1], h.shape[2]), (T, B, H))
+    _check("preact", (preact.shape[0], preact.shape[1], preact.shape[2]), (T, B, 3 * H))
+    _check("gates", (gates.shape[0], gates.shape[1], gates.shape[2]), (T, B, 3 * H))
+    _check("hn", (hn.shape[0], hn.shape[1], hn.shape[2]), (T, B, H))
+    _check("h_prev", (h_prev.shape[0], h_prev.shape[1], h_prev.shape[2]), (T, B, H))
+    _check("W_hh_T", (W_hh_T.shape[0], W_hh_T.shape[1]), (H, 3 * H))
+    _check("gh", (gh.shape[0], gh.shape[1]), (B, 3 * H))
+    if reset is not None:
+        _check("reset", (reset.shape[0], reset.shape[1]), (T, B))
+    if mode not in (0, 1):
+        raise ValueError(f"mode: expected 0 (exact) or 1 (fast), got {mode}")
+    if T == 0 or B == 0 or H == 0:
+        return
+    cdef const unsigned char* rp = NULL if reset is None else &reset[0, 0]
+    cdef const floating* xp = &x[0, 0, 0] if I > 0 else NULL
+    cdef const floating* wp = &W_ih[0, 0] if I > 0 else NULL
+    with nogil:
+        gru_fwd(T, B, I, H, xp, &h0[0, 0], rp, wp, &W_hh[0, 0], &b_ih[0], &b_hh[0],
+                &h[0, 0, 0], &preact[0, 0, 0], &gates[0, 0, 0], &hn[0, 0, 0], &h_prev[0, 0, 0],
+                &W_hh_T[0, 0], &gh[0, 0], mode)
+
+
+def backward(const floating[:, :, ::1] x, const unsigned char[:, ::1] reset,
+             const floating[:, ::1] W_ih, const floating[:, ::1] W_hh,
+             const floating[:, :, ::1] preact, const floating[:, :, ::1] gates,
+             const floating[:, :, ::1] hn, const floating[:, :, ::1] h_prev,
+             const floating[:, :, ::1] dy, floating[:, ::1] dW_ih, floating[:, ::1] dW_hh,
+             floating[::1] db_ih, floating[::1] db_hh, floating[:, :, ::1] dx,
+             floating[:, ::1] dh0, floating[:, :, ::1] G, floating[:, :, ::1] Gh,
+             floating[:, ::1] carry, floating[:, ::1] dhp, int mode):
+    """Backpropagate dy (T, B, H) through time: accumulate parameter grads, write dx and dh0.
+
+    dx and dh0 may be None. G, Gh (T, B, 3H) and carry, dhp (B, H) are workspaces.
+    """
+    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = W_hh.shape[1]
+    _check("W_ih", (W_ih.shape[0], W_ih.shape[1]), (3 * H, I))
+    _check("W_hh", (W_hh.shape[0], W_hh.shape[1]), (3 * H, H))
+    for name, arr, width in (("preact", preact, 3 * H), ("gates", gates, 3 * H), ("hn", hn, H),
+                             ("h_prev", h_prev, H), ("dy", dy, H), ("G", G, 3 * H), ("Gh", Gh, 3 * H)):
+        _check(name, tuple(arr.shape[:3]), (T, B, width))
+    _check("dW_ih", (dW_ih.shape[0], dW_ih.shape[1]), (3 * H, I))
+    _check("dW_hh", (dW_hh.shape[0], dW_hh.shape[1]), (3 * H, H))
+    _check("db_ih", (db_ih.shape[0],), (3 * H,))
+    _check("db_hh", (db_hh.shape[0],), (3 * H,))
+    _check("carry", (carry.shape[0], carry.shape[1]), (B, H))
+    _check("dhp", (dhp.shape[0], dhp.shape[1]), (B, H))
+    if dx is not None:
+        _check("dx", (dx.shape[0], dx.shape[1], dx.shape[2]), (T, B, I))
+    if dh0 is not None:
+        _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, H))
+    if reset is not None:
+        _check("reset", (reset.shape[0], reset.shape[1]), (T, B))
+    if mode not in (0, 1):
+        raise ValueError(f"mode: expected 0 (exact) or 1 (fast), got {mode}")
+    if T == 0 or B == 0 or H == 0:
+        if dh0 is not None:
+            dh0[:, :] = 0
+        if dx is not None:
+            dx[:, :, :] = 0
+        return
+    cdef const unsigned char* rp = NULL if reset is None else &reset[0, 0]
+    cdef floating* dxp = NULL if (dx is None or I == 0) else &dx[0, 0, 0]
+    cdef floating* dh0p = NULL if dh0 is None else &dh0[0, 0]
+    cdef const floating* xp = &x[0, 0, 0] if I > 0 else NULL
+    cdef const floating* wp = &W_ih[0, 0] if I > 0 else NULL
+    cdef floating* dwp = &dW_ih[0, 0] if I > 0 else NULL
+    with nogil:
+        gru_bwd(T, B, I, H, xp, rp, wp, &W_hh[0, 0], &preact[0, 0, 0], &gates[0, 0, 0],
+                &hn[0, 0, 0], &h_prev[0, 0, 0], &dy[0, 0, 0], dwp, &dW_hh[0, 0],
+                &db_ih[0], &db_hh[0], dxp, dh0p, &G[0, 0, 0], &Gh[0, 0, 0], &carry[0, 0],
+                &dhp[0, 0], mode)
+
+
+def step(const floating[:, ::1] x, floating[:, ::1] h, const unsigned char[::1] reset,
+         const floating[:, ::1] W_ih, const floating[:, ::1] W_hh, const floating[::1] b_ih,
+         const floating[::1] b_hh, floating[:, ::1] gx, floating[:, ::1] gh, int mode):
+    """Advance h (B, H) in place by one step of input x (B, I); reset rows restart from zero."""
+    cdef int B = x.shape[0], I = x.shape[1], H = h.shape[1]
+    _check("h", (h.shape[0], h.shape[1]), (B, H))
+    _check("W_ih", (W_ih.shape[0], W_ih.shape[1]), (3 * H, I))
+    _check("W_hh", (W_hh.shape[0], W_hh.shape[1]), (3 * H, H))
+    _check("b_ih", (b_ih.shape[0],), (3 * H,))
+    _check("b_hh", (b_hh.shape[0],), (3 * H,))
+    _check("gx", (gx.shape[0], gx.shape[1]), (B, 3 * H))
+    _check("gh", (gh.shape[0], gh.shape[1]), (B, 3 * H))
+    if reset is not None:
+        _check("reset", (reset.shape[0],), (B,))
+    if mode not in (0, 1):
+        raise ValueError(f"mode: expected 0 (exact) or 1 (fast), got {mode}")
+    if B == 0 or H == 0:
+        return
+    cdef const unsigned char* rp = NULL if reset is None else &reset[0]
+    cdef const floating* xp = &x[0, 0] if I > 0 else NULL
+    cdef const floating* wp = &W_ih[0, 0] if I > 0 else NULL
+    with nogil:
+        gru_step_fwd(B, I, H, xp, &h[0, 0], rp, wp, &W_hh[0, 0], &b_ih[0], &b_hh[0],
+                     &gx[0, 0], &gh[0, 0], mode)
