@@ -1,0 +1,539 @@
+"""Networks over the Cython kernels: layers, a sequential model, and the tanh-Gaussian head.
+
+A :class:`Sequential` model owns four flat, contiguous buffers (``params``, ``grads``, and the
+Adam moments ``adam_m``, ``adam_v``); every layer's weights are named views into them, so an
+optimiser step, a Polyak update, a copy or a checkpoint is one operation on one array.
+
+Sequences are time-major: inputs ``(T, B, I)``, outputs ``(T, B, O)``. The activations needed
+for backward live in a workspace allocated once per ``(T, B)`` and reused; the arrays
+``forward`` returns belong to that workspace and are overwritten by the next call with the
+same shape (copy them to keep them).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from memrl._core import _adam, _dense, _gru, _head
+
+ACTIVATIONS = dict(_dense.ACTIVATIONS)
+GATE_MODES = {"exact": _gru.EXACT, "fast": _gru.FAST}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_CACHED_SHAPES = 16
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks (the API boundary: every message names the argument, the expected and the actual)
+# --------------------------------------------------------------------------------------------
+
+def check_array(name: str, value, dtype: np.dtype, shape: tuple, *, finite: bool = True) -> np.ndarray:
+    """Return ``value`` if it is a C-contiguous ``dtype`` array of ``shape`` (None = any size)."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype).name}, got {value.dtype.name}")
+    if value.ndim != len(shape) or any(e is not None and e != g for e, g in zip(shape, value.shape)):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+        raise ValueError(f"{name}: expected shape {want}, got {value.shape}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array, got strides {value.strides}")
+    if finite and value.dtype.kind == "f" and value.size and not np.isfinite(value).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        raise ValueError(f"{name}: expected finite values, got {value[bad]} at index {bad}")
+    return value
+
+
+def as_mask(name: str, value, shape: tuple) -> np.ndarray | None:
+    """Reset masks: None, or a bool/uint8 C-contiguous array of ``shape``, returned as uint8."""
+    if value is None:
+        return None
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray of bool or uint8, got {type(value).__name__}")
+    if value.dtype not in (np.bool_, np.uint8):
+        raise TypeError(f"{name}: expected dtype bool or uint8, got {value.dtype.name}")
+    if value.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {value.shape}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array, got strides {value.strides}")
+    return value.view(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+class Layer:
+    """A layer: parameter shapes, initialisation, and forward/backward over a workspace."""
+
+    in_dim: int
+    out_dim: int
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def bias_names(self) -> tuple[str, ...]:
+        return ()
+
+    def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self.p, self.g = params, grads
+
+
+class Dense(Layer):
+    """``y = act(x W^T + b)``; W (out_dim, in_dim), b (out_dim,)."""
+
+    def __init__(self, in_dim: int, out_dim: int, activation: str = "identity"):
+        _check_dim("in_dim", in_dim, allow_zero=True)
+        _check_dim("out_dim", out_dim)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
+        self.act = ACTIVATIONS[activation]
+
+    def __repr__(self):
+        return f"Dense({self.in_dim}, {self.out_dim}, activation={self.activation!r})"
+
+    def config(self):
+        return {"type": "dense", "in_dim": self.in_dim, "out_dim": self.out_dim, "activation": self.activation}
+
+    def parameter_shapes(self):
+        return {"W": (self.out_dim, self.in_dim), "b": (self.out_dim,)}
+
+    def bias_names(self):
+        return ("b",)
+
+    def init(self, rng: np.random.Generator) -> None:
+        bound = 1.0 / math.sqrt(self.in_dim) if self.in_dim else 0.0
+        self.p["W"][...] = rng.uniform(-bound, bound, self.p["W"].shape)
+        self.p["b"][...] = rng.uniform(-bound, bound, self.p["b"].shape)
+
+    def workspace(self, T, B, dtype):
+        N, O = T * B, self.out_dim
+        pre = np.zeros((N, O), dtype)
+        return {"pre": pre, "y": pre if self.act == 0 else np.zeros((N, O), dtype),
+                "dpre": np.zeros((N, O), dtype), "dx": np.zeros((N, self.in_dim), dtype)}
+
+    def forward(self, ws, x2d, reset, h0):
+        ws["x"] = x2d
+        _dense.forward(x2d, self.p["W"], self.p["b"], ws["pre"], ws["y"], self.act)
+        return ws["y"]
+
+    def backward(self, ws, dy2d, need_dx):
+        dx = ws["dx"] if need_dx else None
+        _dense.backward(ws["x"], self.p["W"], ws["pre"], ws["y"], dy2d, self.g["W"], self.g["b"],
+                        dx, ws["dpre"], self.act)
+        return dx
+
+    def step_workspace(self, B, dtype):
+        return self.workspace(1, B, dtype)
+
+    def step(self, ws, x2d, state, reset):
+        _dense.forward(x2d, self.p["W"], self.p["b"], ws["pre"], ws["y"], self.act)
+        return ws["y"]
+
+
+class GRU(Layer):
+    """PyTorch-compatible GRU layer (gate order r, z, n); ``gates`` "exact" or "fast" (RLtools)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, gates: str = "exact"):
+        _check_dim("in_dim", in_dim, allow_zero=True)
+        _check_dim("hidden_dim", hidden_dim)
+        if gates not in GATE_MODES:
+            raise ValueError(f"gates: expected one of {sorted(GATE_MODES)}, got {gates!r}")
+        self.in_dim, self.hidden_dim, self.out_dim, self.gates = in_dim, hidden_dim, hidden_dim, gates
+        self.mode = GATE_MODES[gates]
+
+    def __repr__(self):
+        return f"GRU({self.in_dim}, {self.hidden_dim}, gates={self.gates!r})"
+
+    def config(self):
+        return {"type": "gru", "in_dim": self.in_dim, "hidden_dim": self.hidden_dim, "gates": self.gates}
+
+    def parameter_shapes(self):
+        H, I = self.hidden_dim, self.in_dim
+        return {"W_ih": (3 * H, I), "W_hh": (3 * H, H), "b_ih": (3 * H,), "b_hh": (3 * H,)}
+
+    def bias_names(self):
+        return ("b_ih", "b_hh")
+
+    def init(self, rng: np.random.Generator) -> None:
+        # PyTorch's nn.GRU: every tensor ~ U(-1/sqrt(H), 1/sqrt(H)).
+        bound = 1.0 / math.sqrt(self.hidden_dim)
+        for name in ("W_hh", "W_ih", "b_hh", "b_ih"):
+            self.p[name][...] = rng.uniform(-bound, bound, self.p[name].shape)
+
+    def workspace(self, T, B, dtype):
+        H, I = self.hidden_dim, self.in_dim
+        z = lambda *s: np.zeros(s, dtype)  # noqa: E731
+        return {"h": z(T, B, H), "preact": z(T, B, 3 * H), "gates": z(T, B, 3 * H), "hn": z(T, B, H),
+                "h_prev": z(T, B, H), "W_hh_T": z(H, 3 * H), "gh": z(B, 3 * H), "G": z(T, B, 3 * H),
+                "Gh": z(T, B, 3 * H), "carry": z(B, H), "dhp": z(B, H), "dx": z(T, B, I),
+                "dh0": z(B, H), "zeros": z(B, H)}
+
+    def forward(self, ws, x2d, reset, h0):
+        T, B = ws["h"].shape[:2]
+        x = x2d.reshape(T, B, self.in_dim)
+        ws["x"], ws["reset"] = x, reset
+        p = self.p
+        _gru.forward(x, ws["zeros"] if h0 is None else h0, reset, p["W_ih"], p["W_hh"], p["b_ih"],
+                     p["b_hh"], ws["h"], ws["preact"], ws["gates"], ws["hn"], ws["h_prev"],
+                     ws["W_hh_T"], ws["gh"], self.mode)
+        return ws["h"].reshape(T * B, self.hidden_dim)
+
+    def backward(self, ws, dy2d, need_dx):
+        T, B = ws["h"].shape[:2]
+        p, g = self.p, self.g
+        dx = ws["dx"] if need_dx else None
+        _gru.backward(ws["x"], ws["reset"], p["W_ih"], p["W_hh"], ws["preact"], ws["gates"], ws["hn"],
+                      ws["h_prev"], dy2d.reshape(T, B, self.hidden_dim), g["W_ih"], g["W_hh"],
+                      g["b_ih"], g["b_hh"], dx, ws["dh0"], ws["G"], ws["Gh"], ws["carry"], ws["dhp"],
+                      self.mode)
+        return None if dx is None else dx.reshape(T * B, self.in_dim)
+
+    def step_workspace(self, B, dtype):
+        return {"gx": np.zeros((B, 3 * self.hidden_dim), dtype), "gh": np.zeros((B, 3 * self.hidden_dim), dtype)}
+
+    def step(self, ws, x2d, state, reset):
+        p = self.p
+        _gru.step(x2d, state, reset, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"], ws["gx"], ws["gh"], self.mode)
+        return state
+
+
+def _check_dim(name, value, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    if value < (0 if allow_zero else 1):
+        raise ValueError(f"{name}: expected an integer >= {0 if allow_zero else 1}, got {value}")
+
+
+def layer_from_config(cfg: dict) -> Layer:
+    kind = cfg.get("type")
+    if kind == "dense":
+        return Dense(cfg["in_dim"], cfg["out_dim"], cfg["activation"])
+    if kind == "gru":
+        return GRU(cfg["in_dim"], cfg["hidden_dim"], cfg["gates"])
+    raise ValueError(f"layer type: expected 'dense' or 'gru', got {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Flat parameter buffers
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Slot:
+    layer: int
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+class Sequential:
+    """Layers applied in order to time-major sequences, with one flat buffer per parameter role.
+
+    ``params``, ``grads``, ``adam_m`` and ``adam_v`` are contiguous 1-D arrays; ``named()`` gives
+    views ("0.W", "1.W_ih", ...). ``grads`` accumulate across backward calls until
+    ``zero_grad()``. Recurrent layers start from zeros unless ``h0`` is given.
+    """
+
+    def __init__(self, layers: Sequence[Layer], *, dtype=np.float32, seed: int | None = 0):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers: expected at least one layer, got none")
+        for i, (a, b) in enumerate(zip(layers, layers[1:])):
+            if a.out_dim != b.in_dim:
+                raise ValueError(f"layers[{i + 1}]: expected in_dim {a.out_dim} (output of layers[{i}]), "
+                                 f"got {b.in_dim}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype.name}")
+        self.layers = layers
+        self.in_dim, self.out_dim = layers[0].in_dim, layers[-1].out_dim
+        self.slots: list[Slot] = []
+        offset = 0
+        for i, layer in enumerate(layers):
+            for name, shape in layer.parameter_shapes().items():
+                self.slots.append(Slot(i, name, tuple(shape), offset))
+                offset += math.prod(shape)
+        self.size = offset
+        self.params = np.zeros(self.size, self.dtype)
+        self.grads = np.zeros(self.size, self.dtype)
+        self.adam_m = np.zeros(self.size, self.dtype)
+        self.adam_v = np.zeros(self.size, self.dtype)
+        self.adam_t = 0
+        self.is_bias = np.zeros(self.size, np.uint8)
+        for i, layer in enumerate(layers):
+            mine = [s for s in self.slots if s.layer == i]
+            layer.bind({s.name: self._view(self.params, s) for s in mine},
+                       {s.name: self._view(self.grads, s) for s in mine})
+            for s in mine:
+                if s.name in layer.bias_names():
+                    self.is_bias[s.offset:s.offset + s.size] = 1
+        self.recurrent = [i for i, layer in enumerate(layers) if isinstance(layer, GRU)]
+        self._state_index = [self.recurrent.index(i) if i in self.recurrent else -1 for i in range(len(layers))]
+        self._workspaces: dict[tuple[int, int], list[dict]] = {}
+        self._step_workspaces: dict[int, list[dict]] = {}
+        self._forwarded: dict[tuple[int, int], bool] = {}
+        if seed is not None:
+            self.init(seed)
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _view(flat, slot):
+        return flat[slot.offset:slot.offset + slot.size].reshape(slot.shape)
+
+    def named(self, which: str = "params") -> dict[str, np.ndarray]:
+        """Views of one flat buffer ("params", "grads", "adam_m", "adam_v") by "layer.name"."""
+        flat = getattr(self, which)
+        return {f"{s.layer}.{s.name}": self._view(flat, s) for s in self.slots}
+
+    def init(self, seed: int) -> None:
+        """Initialise every layer PyTorch-style from ``seed`` (deterministic)."""
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.init(rng)
+        self.adam_m[:] = 0
+        self.adam_v[:] = 0
+        self.adam_t = 0
+
+    def zero_grad(self) -> None:
+        self.grads[:] = 0
+
+    def copy_from(self, other: "Sequential") -> None:
+        """Copy another model's parameters (same architecture) into this one."""
+        if other.config() != self.config():
+            raise ValueError("other: expected a model with the same architecture")
+        self.params[:] = other.params
+
+    def config(self) -> list[dict]:
+        return [layer.config() for layer in self.layers]
+
+    @classmethod
+    def from_config(cls, config: list[dict], *, dtype=np.float32, seed: int | None = 0) -> "Sequential":
+        return cls([layer_from_config(c) for c in config], dtype=dtype, seed=seed)
+
+    def __repr__(self):
+        return f"Sequential([{', '.join(map(repr, self.layers))}], dtype={self.dtype.name}, size={self.size})"
+
+    # -- sequences ----------------------------------------------------------------------------
+
+    def _workspace(self, T: int, B: int) -> list[dict]:
+        ws = self._workspaces.get((T, B))
+        if ws is None:
+            if len(self._workspaces) >= MAX_CACHED_SHAPES:
+                oldest = next(iter(self._workspaces))
+                del self._workspaces[oldest]
+                self._forwarded.pop(oldest, None)
+            ws = [layer.workspace(T, B, self.dtype) for layer in self.layers]
+            ws[0]["x_copy"] = np.zeros((T * B, self.in_dim), self.dtype)
+            self._workspaces[(T, B)] = ws
+        return ws
+
+    def forward(self, x: np.ndarray, reset: np.ndarray | None = None,
+                h0: Sequence[np.ndarray | None] | None = None, *, check: bool = True) -> np.ndarray:
+        """Run ``x`` (T, B, in_dim) through every layer; returns (T, B, out_dim).
+
+        ``reset`` (T, B) bool/uint8: sample b restarts every recurrent layer from its initial state
+        at step t (step 0 always does). ``h0``: one (B, H) initial state per recurrent layer
+        (None = zeros).
+        """
+        if check:
+            check_array("x", x, self.dtype, (None, None, self.in_dim))
+        T, B = x.shape[:2]
+        reset = as_mask("reset", reset, (T, B))
+        h0 = self._check_h0(h0, B) if check else h0
+        ws = self._workspace(T, B)
+        xin = ws[0]["x_copy"]
+        xin[...] = x.reshape(T * B, self.in_dim)
+        out = xin
+        for i, layer in enumerate(self.layers):
+            k = self._state_index[i]
+            out = layer.forward(ws[i], out, reset, None if (h0 is None or k < 0) else h0[k])
+        self._forwarded[(T, B)] = True
+        return out.reshape(T, B, self.out_dim)
+
+    def backward(self, dy: np.ndarray, *, need_dx: bool = True, check: bool = True) -> np.ndarray | None:
+        """Backpropagate dy (T, B, out_dim) through the last forward of that shape.
+
+        ACCUMULATES into ``grads``; returns dx (T, B, in_dim) (a workspace array) or None.
+        """
+        if check:
+            check_array("dy", dy, self.dtype, (None, None, self.out_dim))
+        T, B = dy.shape[:2]
+        if not self._forwarded.get((T, B)):
+            raise RuntimeError(f"backward: no forward pass with (T, B) = ({T}, {B}) to backpropagate through")
+        ws = self._workspaces[(T, B)]
+        grad = dy.reshape(T * B, self.out_dim)
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(ws[i], grad, need_dx or i > 0)
+        return None if grad is None else grad.reshape(T, B, self.in_dim)
+
+    def initial_state_grads(self, T: int, B: int) -> list[np.ndarray]:
+        """dL/dh0 (B, H) of each recurrent layer from the last backward with shape (T, B)."""
+        ws = self._workspaces[(T, B)]
+        return [ws[i]["dh0"] for i in self.recurrent]
+
+    def _check_h0(self, h0, B):
+        if h0 is None:
+            return None
+        if len(h0) != len(self.recurrent):
+            raise ValueError(f"h0: expected {len(self.recurrent)} initial states (one per GRU), got {len(h0)}")
+        return [None if h is None else check_array(f"h0[{k}]", h, self.dtype, (B, self.layers[i].hidden_dim))
+                for k, (i, h) in enumerate(zip(self.recurrent, h0))]
+
+    # -- one step at a time (acting) -----------------------------------------------------------
+
+    def initial_state(self, batch_size: int) -> list[np.ndarray]:
+        """Zero carried states, one (B, H) array per recurrent layer."""
+        _check_dim("batch_size", batch_size)
+        return [np.zeros((batch_size, self.layers[i].hidden_dim), self.dtype) for i in self.recurrent]
+
+    def step(self, x: np.ndarray, state: list[np.ndarray], reset: np.ndarray | None = None,
+             *, check: bool = True) -> np.ndarray:
+        """Advance carried ``state`` (in place) by one step of x (B, in_dim); returns (B, out_dim).
+
+        Rows where ``reset`` (B,) is true restart from zeros first. Equal to ``forward`` over the
+        same inputs, one step at a time.
+        """
+        if check:
+            check_array("x", x, self.dtype, (None, self.in_dim))
+        B = x.shape[0]
+        reset = as_mask("reset", reset, (B,))
+        if check:
+            if len(state) != len(self.recurrent):
+                raise ValueError(f"state: expected {len(self.recurrent)} arrays (one per GRU), got {len(state)}")
+            for k, i in enumerate(self.recurrent):
+                check_array(f"state[{k}]", state[k], self.dtype, (B, self.layers[i].hidden_dim))
+        ws = self._step_workspaces.get(B)
+        if ws is None:
+            ws = self._step_workspaces[B] = [layer.step_workspace(B, self.dtype) for layer in self.layers]
+        out = x
+        for i, layer in enumerate(self.layers):
+            k = self._state_index[i]
+            out = layer.step(ws[i], out, state[k] if k >= 0 else None, reset)
+        return out
+
+    # -- optimisation -----------------------------------------------------------------------
+
+    def adam_step(self, optimizer: "AdamConfig") -> None:
+        """One Adam step on ``params`` from ``grads`` (moments and step count kept here)."""
+        self.adam_t += 1
+        optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t, self.is_bias)
+
+    def polyak_from(self, source: "Sequential", tau: float) -> None:
+        """params <- (1 - tau) params + tau source.params."""
+        _adam.polyak(self.params, source.params, tau)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimiser settings
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class AdamConfig:
+    """Adam settings. Defaults are TensorFlow's (eps 1e-7), which RLtools uses.
+
+    ``v_hat_floor`` > 0 reproduces RLtools' floor on the bias-corrected second moment (1e-7).
+    ``weight_decay`` is decoupled (AdamW) and skips biases; ``clip`` > 0 clamps each gradient
+    entry to [-clip, clip]; ``bias_lr_factor`` scales the learning rate of biases.
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-7
+    v_hat_floor: float = 0.0
+    weight_decay: float = 0.0
+    clip: float = 0.0
+    bias_lr_factor: float = 1.0
+
+    @classmethod
+    def tensorflow(cls, lr: float = 1e-3, **kw) -> "AdamConfig":
+        return cls(lr=lr, eps=1e-7, **kw)
+
+    @classmethod
+    def pytorch(cls, lr: float = 1e-3, **kw) -> "AdamConfig":
+        return cls(lr=lr, eps=1e-8, **kw)
+
+    @classmethod
+    def rltools(cls, lr: float = 1e-3, **kw) -> "AdamConfig":
+        return cls(lr=lr, eps=1e-7, v_hat_floor=1e-7, **kw)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, name: str = "optimizer") -> None:
+        for field, lo, hi in (("lr", 0.0, None), ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0), ("eps", 0.0, None),
+                              ("v_hat_floor", 0.0, None), ("weight_decay", 0.0, None), ("clip", 0.0, None),
+                              ("bias_lr_factor", 0.0, None)):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name}.{field}: expected a finite number, got {v!r}")
+            if v < lo or (hi is not None and v >= hi):
+                rng = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+                raise ValueError(f"{name}.{field}: expected a value in {rng}, got {v}")
+
+    def apply(self, params, grads, m, v, t, is_bias=None):
+        _adam.adam_step(params, grads, m, v, t, self.lr, self.beta1, self.beta2, self.eps, self.v_hat_floor,
+                        self.weight_decay, self.clip, is_bias if self.bias_lr_factor != 1.0
+                        or self.weight_decay else None, self.bias_lr_factor)
+
+
+# --------------------------------------------------------------------------------------------
+# Tanh-Gaussian head
+# --------------------------------------------------------------------------------------------
+
+class TanhGaussianHead:
+    """SAC's sample-and-squash output: (N, 2A) [mean | log-std] -> actions (N, A) and log pi (N,).
+
+    Noise ``eps`` (N, A) comes from the caller (None = deterministic ``tanh(mean)``), so a
+    training step is reproducible and its gradient exact. Workspaces per N are reused.
+    """
+
+    def __init__(self, action_dim: int, *, log_std_min: float = -20.0, log_std_max: float = 2.0,
+                 dtype=np.float32):
+        _check_dim("action_dim", action_dim)
+        if not log_std_min < log_std_max:
+            raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
+        self.action_dim, self.log_std_min, self.log_std_max = action_dim, log_std_min, log_std_max
+        self.dtype = np.dtype(dtype)
+        self._ws: dict[int, dict] = {}
+
+    def _workspace(self, N):
+        ws = self._ws.get(N)
+        if ws is None:
+            A = self.action_dim
+            ws = self._ws[N] = {"a": np.zeros((N, A), self.dtype), "logp": np.zeros(N, self.dtype),
+                                "dpre": np.zeros((N, 2 * A), self.dtype)}
+        return ws
+
+    def forward(self, pre: np.ndarray, eps: np.ndarray | None, *, check: bool = True):
+        """Returns (actions (N, A), log_prob (N,)), both workspace arrays."""
+        if check:
+            check_array("pre", pre, self.dtype, (None, 2 * self.action_dim))
+            if eps is not None:
+                check_array("eps", eps, self.dtype, (pre.shape[0], self.action_dim))
+        ws = self._workspace(pre.shape[0])
+        ws["pre"], ws["eps"] = pre, eps
+        _head.forward(pre, eps, ws["a"], ws["logp"], self.log_std_min, self.log_std_max)
+        return ws["a"], ws["logp"]
+
+    def backward(self, da: np.ndarray | None, dlogp: np.ndarray | None, *, check: bool = True) -> np.ndarray:
+        """dL/dpre (N, 2A) from dL/da (N, A) and dL/dlog_prob (N,) of the last forward of size N."""
+        N = (da if da is not None else dlogp).shape[0]
+        ws = self._ws.get(N)
+        if ws is None or "pre" not in ws:
+            raise RuntimeError(f"backward: no forward pass with N = {N}")
+        if check:
+            if da is not None:
+                check_array("da", da, self.dtype, (N, self.action_dim))
+            if dlogp is not None:
+                check_array("dlogp", dlogp, self.dtype, (N,))
+        _head.backward(ws["pre"], ws["eps"], ws["a"], da, dlogp, ws["dpre"], self.log_std_min, self.log_std_max)
+        return ws["dpre"]

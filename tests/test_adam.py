@@ -1,0 +1,82 @@
+"""Adam and Polyak kernels against their formulas on random buffers."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from memrl import testing
+from memrl._core import _adam
+from memrl.nn import AdamConfig, Dense, GRU, Sequential
+
+
+def adam_reference(p, g, m, v, t, lr, b1, b2, eps, floor=0.0, wd=0.0, clip=0.0, is_bias=None, f=1.0):
+    p, g, m, v = (a.astype(np.float64).copy() for a in (p, g, m, v))
+    if clip > 0:
+        g = np.clip(g, -clip, clip)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    mh = m / (1 - b1 ** t)
+    vh = np.maximum(v / (1 - b2 ** t), floor)
+    step = mh / (np.sqrt(vh) + eps)
+    bias = np.zeros(p.shape, bool) if is_bias is None else is_bias.astype(bool)
+    new = np.where(bias, p - lr * f * step, p - lr * step - lr * wd * p)
+    return new, m, v
+
+
+@given(st.integers(1, 50), st.integers(1, 100), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from([0.0, 1e-7]), st.sampled_from([0.0, 0.01]), st.sampled_from([0.0, 0.5]),
+       st.sampled_from([1.0, 2.0]), st.integers(0, 10**6))
+def test_adam_matches_formula(n, t, dtype, floor, wd, clip, f, seed):
+    rng = np.random.default_rng(seed)
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m = (rng.standard_normal(n) * 0.1).astype(dtype)
+    v = (rng.random(n) * 0.1).astype(dtype)
+    is_bias = (rng.random(n) < 0.3).astype(np.uint8)
+    want = adam_reference(p, g, m, v, t, 1e-3, 0.9, 0.999, 1e-7, floor, wd, clip, is_bias, f)
+    _adam.adam_step(p, g, m, v, t, 1e-3, 0.9, 0.999, 1e-7, floor, wd, clip, is_bias, f)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for got, w in zip((p, m, v), want):
+        np.testing.assert_allclose(got, w, rtol=tol, atol=tol)
+
+
+def test_rltools_floor_changes_small_second_moments():
+    p = np.zeros(1)
+    g = np.array([1e-6])
+    m, v = np.zeros(1), np.zeros(1)
+    _adam.adam_step(p, g, m, v, 1, 1.0, 0.9, 0.999, 1e-7, 1e-7)
+    # v_hat = 1e-12 is floored at 1e-7: step = 1e-6 / (sqrt(1e-7) + 1e-7)
+    np.testing.assert_allclose(p, -1e-6 / (np.sqrt(1e-7) + 1e-7), rtol=1e-12)
+
+
+def test_polyak_matches_formula():
+    rng = np.random.default_rng(0)
+    target, source = rng.standard_normal(100), rng.standard_normal(100)
+    want = 0.995 * target + 0.005 * source
+    _adam.polyak(target, source, 0.005)
+    np.testing.assert_allclose(target, want, rtol=1e-15)
+    with pytest.raises(ValueError, match="tau"):
+        _adam.polyak(target, source, 1.5)
+
+
+def test_adam_config_presets_and_validation():
+    assert AdamConfig.tensorflow().eps == 1e-7 and AdamConfig.pytorch().eps == 1e-8
+    assert AdamConfig.rltools().v_hat_floor == 1e-7
+    with pytest.raises(ValueError, match="optimizer.lr"):
+        AdamConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="optimizer.beta1"):
+        AdamConfig(beta1=1.0)
+
+
+def test_model_adam_step_lowers_a_quadratic_loss():
+    model = Sequential([Dense(3, 8, "tanh"), GRU(8, 4), Dense(4, 1)], dtype=np.float32, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 4, 3)).astype(np.float32)
+    target = np.ones((10, 4, 1), np.float32)
+    opt = AdamConfig(lr=1e-2)
+    losses = []
+    for _ in range(50):
+        y = model.forward(x)
+        losses.append(float(((y - target) ** 2).mean()))
+        model.zero_grad()
+        model.backward((2 * (y - target) / y.size).astype(np.float32))
+        model.adam_step(opt)
+    assert losses[-1] < 0.1 * losses[0]

@@ -1,0 +1,85 @@
+"""Whole models: multi-layer stacks against finite differences; flat buffers and views."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+
+from memrl import testing
+from memrl.nn import Dense, GRU, Sequential, TanhGaussianHead
+
+
+@given(st.data())
+def test_random_stacks_match_finite_differences(data):
+    problem = data.draw(testing.sequence_problems(max_T=5, max_B=3, max_dim=5))
+    layers = data.draw(testing.layer_stacks(problem.x.shape[2], max_layers=4, max_dim=5,
+                                            activations=("identity", "tanh", "sigmoid", "fast_tanh")))
+    model = Sequential(layers, dtype=np.float64, seed=problem.seed)
+    dy = data.draw(testing.float_arrays((problem.T, problem.B, model.out_dim)))
+    h0 = [data.draw(testing.float_arrays((problem.B, model.layers[i].hidden_dim))) for i in model.recurrent]
+    testing.check_model_gradients(model, problem.x, dy, reset=problem.reset, h0=h0)
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 10**6), st.data())
+def test_chapter_actor_with_head_matches_finite_differences(T, B, seed, data):
+    """Dense -> GRU -> GRU -> Dense -> tanh-Gaussian, gradient of a*da + logp*dlogp."""
+    model = Sequential([Dense(1, 4, "tanh"), GRU(4, 4, "fast"), GRU(4, 4, "fast"), Dense(4, 2)],
+                       dtype=np.float64, seed=seed)
+    head = TanhGaussianHead(1, dtype=np.float64)
+    x = data.draw(testing.float_arrays((T, B, 1), 0, 1))
+    eps = data.draw(testing.float_arrays((T * B, 1), -2, 2))
+    da = data.draw(testing.float_arrays((T * B, 1)))
+    dlogp = data.draw(testing.float_arrays((T * B,)))
+    reset = data.draw(testing.reset_masks(T, B))
+
+    def loss(params):
+        model.params[:] = params
+        pre = model.forward(x, reset).reshape(T * B, 2)
+        a, logp = head.forward(np.ascontiguousarray(pre), eps)
+        return float((a * da).sum() + (logp * dlogp).sum())
+
+    params = model.params.copy()
+    loss(params)
+    pre = model.forward(x, reset).reshape(T * B, 2)
+    assume(np.all(np.abs(pre[:, 1] - 2.0) > 1e-3) and np.all(np.abs(pre[:, 1] + 20.0) > 1e-3))
+    head.forward(np.ascontiguousarray(pre), eps)
+    dpre = head.backward(da, dlogp)
+    model.zero_grad()
+    model.backward(dpre.reshape(T, B, 2).copy())
+    numeric = testing.numerical_gradient(loss, params.copy())
+    testing.assert_gradient_close(model.grads, numeric, name="actor params")
+
+
+def test_parameters_are_views_of_one_buffer():
+    model = Sequential([Dense(2, 3, "relu"), GRU(3, 4), Dense(4, 1)], seed=0)
+    for which in ("params", "grads", "adam_m", "adam_v"):
+        for name, view in model.named(which).items():
+            assert np.shares_memory(view, getattr(model, which)), (which, name)
+    assert model.size == 3 * 2 + 3 + 3 * 4 * 3 + 3 * 4 * 4 + 2 * 12 + 4 + 1
+    assert model.params.flags.c_contiguous and model.params.dtype == np.float32
+
+
+def test_initialisation_is_deterministic_and_pytorch_scaled():
+    a = Sequential([Dense(4, 16, "tanh"), GRU(16, 16)], seed=7)
+    b = Sequential([Dense(4, 16, "tanh"), GRU(16, 16)], seed=7)
+    c = Sequential([Dense(4, 16, "tanh"), GRU(16, 16)], seed=8)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params)
+    p = a.named()
+    assert np.abs(p["0.W"]).max() <= 0.5 and np.abs(p["1.W_hh"]).max() <= 0.25
+    assert np.abs(p["1.W_hh"]).max() > 0.2
+
+
+def test_workspaces_are_reused_and_parameters_never_reallocated():
+    model = Sequential([Dense(1, 4, "tanh"), GRU(4, 4)], seed=0)
+    params = model.params
+    x = np.zeros((5, 2, 1), np.float32)
+    y1 = model.forward(x)
+    y2 = model.forward(x)
+    assert y1 is y2 or np.shares_memory(y1, y2)
+    model.forward(np.zeros((7, 3, 1), np.float32))
+    assert model.params is params
+
+
+def test_backward_without_forward_raises():
+    model = Sequential([GRU(2, 2)], seed=0)
+    with pytest.raises(RuntimeError, match="no forward"):
+        model.backward(np.zeros((3, 1, 2), np.float32))
