@@ -14,12 +14,18 @@ Two routes, chosen by size (``bench/bench_matmul.py`` measures the crossover):
   the GIL at about 0.2 us a call; its thread pool is pinned to one thread by ``memrl.blas``.
 
 ``gemm`` routes products with ``M * N * K <= SMALL_GEMM_MAX_WORK`` to ``gemm_small``.
+
+Measured (bench/bench_matmul.py, float32, AMD EPYC with AVX-512, one thread, per product in a C
+loop): SciPy's OpenBLAS wins from a few hundred multiply-adds up, even at the chapter's
+recurrent product (4, 16) @ (16, 48): 0.10 us against 0.52 us for the loops, 204x16 @ 16x48:
+3.2 us against 25.5 us, 256x256 @ 256x768: 1.0 ms against 7.2 ms. The loops (compiled for the
+baseline x86-64 ISA, no -march) only win below about 128 multiply-adds, where BLAS's call
+overhead (~30-80 ns) dominates: (1, 16) @ (16, 2)^T takes 17 ns against 78 ns.
 """
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-# Measured on the 2-core AMD EPYC (AVX-512) machine with bench/bench_matmul.py: the loops win
-# below roughly 16^3..24^3 multiply-adds, BLAS above (see README, "Matrix products").
-cdef long SMALL_GEMM_MAX_WORK = 8192
+# Crossover measured with bench/bench_matmul.py (see the module docstring and the README).
+cdef long SMALL_GEMM_MAX_WORK = 128
 
 
 def set_small_gemm_max_work(long work):
@@ -175,3 +181,29 @@ cdef _matmul_any(const floating[:, ::1] A, const floating[:, ::1] B, floating[:,
             gemm_small(trans_a, trans_b, M, N, K, <floating>1, &A[0, 0], lda, &B[0, 0], ldb, <floating>0, &C[0, 0], ldc)
         else:
             gemm_blas(trans_a, trans_b, M, N, K, <floating>1, &A[0, 0], lda, &B[0, 0], ldb, <floating>0, &C[0, 0], ldc)
+
+
+def repeat(A, B, out, *, bint trans_a=False, bint trans_b=False, route="auto", long n=1):
+    """Run the same product ``n`` times inside C (benchmarks: per-call cost without Python)."""
+    import numpy as np
+    if route not in ("auto", "small", "blas"):
+        raise ValueError(f"route: expected 'auto', 'small' or 'blas', got {route!r}")
+    if A.dtype != np.float32 or B.dtype != np.float32 or out.dtype != np.float32:
+        raise TypeError("A, B, out: expected float32")
+    _repeat_f(A, B, out, trans_a, trans_b, 0 if route == "auto" else (1 if route == "small" else 2), n)
+
+
+cdef _repeat_f(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bint trans_a, bint trans_b,
+               int which, long n):
+    cdef int M = C.shape[0], N = C.shape[1]
+    cdef int K = A.shape[0] if trans_a else A.shape[1]
+    cdef int lda = A.shape[1], ldb = B.shape[1], ldc = C.shape[1]
+    cdef long i
+    with nogil:
+        for i in range(n):
+            if which == 0:
+                gemm(trans_a, trans_b, M, N, K, <float>1, &A[0, 0], lda, &B[0, 0], ldb, <float>0, &C[0, 0], ldc)
+            elif which == 1:
+                gemm_small(trans_a, trans_b, M, N, K, <float>1, &A[0, 0], lda, &B[0, 0], ldb, <float>0, &C[0, 0], ldc)
+            else:
+                gemm_blas(trans_a, trans_b, M, N, K, <float>1, &A[0, 0], lda, &B[0, 0], ldb, <float>0, &C[0, 0], ldc)
