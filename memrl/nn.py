@@ -120,7 +120,7 @@ class Dense(Layer):
         _dense.forward(x2d, self.p["W"], self.p["b"], ws["pre"], ws["y"], self.act)
         return ws["y"]
 
-    def backward(self, ws, dy2d, need_dx):
+    def backward(self, ws, dy2d, need_dx, ignore_resets=False):
         dx = ws["dx"] if need_dx else None
         _dense.backward(ws["x"], self.p["W"], ws["pre"], ws["y"], dy2d, self.g["W"], self.g["b"],
                         dx, ws["dpre"], self.act)
@@ -182,12 +182,20 @@ class GRU(Layer):
                      ws["W_hh_T"], ws["gh"], self.mode)
         return ws["h"].reshape(T * B, self.hidden_dim)
 
-    def backward(self, ws, dy2d, need_dx):
+    def backward(self, ws, dy2d, need_dx, ignore_resets=False):
         T, B = ws["h"].shape[:2]
         p, g = self.p, self.g
         dx = ws["dx"] if need_dx else None
-        _gru.backward(ws["x"], ws["reset"], p["W_ih"], p["W_hh"], ws["preact"], ws["gates"], ws["hn"],
-                      ws["h_prev"], dy2d.reshape(T, B, self.hidden_dim), g["W_ih"], g["W_hh"],
+        reset, h_prev = ws["reset"], ws["h_prev"]
+        if ignore_resets and reset is not None:
+            # RLtools' quirk: backpropagate as if the window were one continuous sequence, taking
+            # each step's previous state from the previous output even where the forward reset.
+            h_prev = ws.setdefault("h_prev_continuous", np.zeros_like(ws["h_prev"]))
+            h_prev[0] = ws["h_prev"][0]
+            h_prev[1:] = ws["h"][:-1]
+            reset = None
+        _gru.backward(ws["x"], reset, p["W_ih"], p["W_hh"], ws["preact"], ws["gates"], ws["hn"],
+                      h_prev, dy2d.reshape(T, B, self.hidden_dim), g["W_ih"], g["W_hh"],
                       g["b_ih"], g["b_hh"], dx, ws["dh0"], ws["G"], ws["Gh"], ws["carry"], ws["dhp"],
                       self.mode)
         return None if dx is None else dx.reshape(T * B, self.in_dim)
@@ -358,10 +366,12 @@ class Sequential:
         self._forwarded[(T, B)] = True
         return out.reshape(T, B, self.out_dim)
 
-    def backward(self, dy: np.ndarray, *, need_dx: bool = True, check: bool = True) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray, *, need_dx: bool = True, check: bool = True,
+                 ignore_resets: bool = False) -> np.ndarray | None:
         """Backpropagate dy (T, B, out_dim) through the last forward of that shape.
 
         ACCUMULATES into ``grads``; returns dx (T, B, in_dim) (a workspace array) or None.
+        ``ignore_resets`` reproduces an RLtools quirk (see ``GRU.backward``); not a gradient.
         """
         if check:
             check_array("dy", dy, self.dtype, (None, None, self.out_dim))
@@ -371,7 +381,7 @@ class Sequential:
         ws = self._workspaces[(T, B)]
         grad = dy.reshape(T * B, self.out_dim)
         for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(ws[i], grad, need_dx or i > 0)
+            grad = self.layers[i].backward(ws[i], grad, need_dx or i > 0, ignore_resets)
         return None if grad is None else grad.reshape(T, B, self.in_dim)
 
     def initial_state_grads(self, T: int, B: int) -> list[np.ndarray]:

@@ -1,0 +1,260 @@
+"""Training configuration: every parameter of the RLtools memory chapter, validated up front.
+
+``Config`` is a flat dataclass; nested settings are :class:`~memrl.replay.SamplingConfig`
+(sequence sampling) and :class:`~memrl.nn.AdamConfig` (one per optimiser). ``PRESETS`` holds
+named configurations (``memory-chapter`` is the chapter, value for value); ``from_dict``
+rejects unknown keys, and ``validate`` raises a ValueError naming the field before anything runs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from memrl.nn import ACTIVATIONS, GATE_MODES, AdamConfig
+from memrl.replay import SamplingConfig
+
+ALGORITHMS = ("sac", "td3")
+ENVIRONMENTS = ("memory",)
+
+
+@dataclass
+class Config:
+    """A training run. Defaults are the memory chapter's values (RLtools names in brackets)."""
+
+    # -- algorithm and environment --------------------------------------------------------------
+    algorithm: str = "sac"
+    """"sac" (TD3 is a later addition)."""
+    environment: str = "memory"
+    """Environment name (``memrl.envs.make``)."""
+    environment_kwargs: dict = field(default_factory=lambda: {
+        "horizon": 10, "input_probability": None, "episode_step_limit": 2000, "mode": "count_input"})
+    """Keyword arguments of the environment (memory: horizon, input_probability, episode_step_limit, mode)."""
+    n_environments: int = 1
+    """Environments stepped in lockstep, each with its own replay stream [N_ENVIRONMENTS]."""
+
+    # -- schedule ------------------------------------------------------------------------------
+    total_steps: int = 200_000
+    """Loop steps (one environment step per environment each) [STEP_LIMIT]."""
+    n_warmup_steps: int = 1000
+    """Steps of uniform random actions before the actor acts [N_WARMUP_STEPS]."""
+    n_warmup_steps_critic: int = 1000
+    """First step at which critics train and targets move [N_WARMUP_STEPS_CRITIC]."""
+    n_warmup_steps_actor: int = 10_000
+    """First step at which the actor (and alpha) train [N_WARMUP_STEPS_ACTOR]."""
+    critic_training_interval: int = 1
+    """Critics train every this many steps [CRITIC_TRAINING_INTERVAL]."""
+    actor_training_interval: int = 2
+    """The actor trains every this many steps [ACTOR_TRAINING_INTERVAL]."""
+    critic_target_update_interval: int = 1
+    """Target critics move every this many steps [CRITIC_TARGET_UPDATE_INTERVAL]."""
+    replay_capacity: int | None = None
+    """Transitions kept per environment stream; None = total_steps [REPLAY_BUFFER_CAP]."""
+
+    # -- sequences -----------------------------------------------------------------------------
+    sequence_length: int = 50
+    """Window length L; 1 trains feed-forward (MLP) networks through the same code [SEQUENCE_LENGTH]."""
+    batch_size: int = 4
+    """Windows per batch, actor and critics [ACTOR_BATCH_SIZE, CRITIC_BATCH_SIZE]."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Sequence sampling [BATCH_SAMPLING_PARAMETERS]."""
+    shared_batch: bool = False
+    """One batch for both critics and the actor; False gives each a fresh batch [SHARED_BATCH]."""
+    mask_non_terminal: bool = True
+    """Losses only at segment-final steps; earlier steps feed replayed actions [MASK_NON_TERMINAL]."""
+
+    # -- SAC -----------------------------------------------------------------------------------
+    gamma: float = 0.0
+    """Discount [GAMMA] (the chapter tests memory, not planning)."""
+    tau: float = 0.005
+    """Polyak rate of the target critics: target <- (1 - tau) target + tau critic [1 - CRITIC_POLYAK]."""
+    alpha: float = 1.0
+    """Initial entropy temperature [ALPHA]."""
+    adaptive_alpha: bool = True
+    """Learn alpha towards target_entropy; False keeps it fixed [ADAPTIVE_ALPHA]."""
+    target_entropy: float | None = -4.0
+    """Entropy target; None = -action_dim [TARGET_ENTROPY]."""
+    entropy_bonus: bool = True
+    """Add -alpha log pi to the critic targets [ENTROPY_BONUS]."""
+    entropy_bonus_next_step: bool = False
+    """True: bonus of the next step, inside the discount (standard SAC); False: the current step's,
+    outside it (the chapter) [ENTROPY_BONUS_NEXT_STEP]."""
+    ignore_termination: bool = False
+    """Bootstrap through terminations too [IGNORE_TERMINATION]."""
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+    actor_entropy_positions: str = "all"
+    """Where the actor loss takes its entropy term: "all" steps of the window (RLtools, normalised
+    by L*B) or only the "final" steps where the Q term is taken."""
+
+    # -- networks ------------------------------------------------------------------------------
+    actor_hidden_dim: int = 16
+    actor_num_layers: int = 4
+    """Layers including input and output: 3 = Dense-GRU-Dense, 4 = Dense-GRU-GRU-Dense,
+    5 = Dense-GRU-GRU-Dense-Dense (MLPs with sequence_length 1: all Dense)."""
+    actor_activation: str = "tanh"
+    critic_hidden_dim: int = 16
+    critic_num_layers: int = 4
+    critic_activation: str = "tanh"
+    gru_gates: str = "fast"
+    """"fast": RLtools' Pade sigmoid/tanh in the GRUs (as the chapter); "exact": libm's."""
+
+    # -- optimisers ----------------------------------------------------------------------------
+    actor_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.tensorflow(lr=1e-4))
+    critic_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.tensorflow(lr=1e-3))
+    alpha_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.tensorflow(lr=1e-3))
+
+    # -- acting and evaluation -----------------------------------------------------------------
+    memory_reset_interval: int | None = None
+    """Wipe the policy's GRU state every this many steps of an episode while acting (rollouts and
+    evaluation); None keeps it for the whole episode. RLtools wipes every sequence_length steps."""
+    evaluation_interval: int = 20_000
+    n_evaluation_episodes: int = 10
+    n_probes: int = 10
+    """Examples of the chapter's count probe per evaluation (memory environment only)."""
+    probe_sequence_length: int | None = None
+    """Length of each probe input; None = sequence_length."""
+
+    # -- RLtools quirks (for parity only) -------------------------------------------------------
+    rltools_critic_backward_ignores_resets: bool = False
+    """Reproduce RLtools' actor update, whose critic backward ignores resets inside the window."""
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+    @property
+    def capacity(self) -> int:
+        return self.total_steps if self.replay_capacity is None else self.replay_capacity
+
+    @property
+    def recurrent(self) -> bool:
+        return self.sequence_length > 1
+
+    def validate(self) -> "Config":
+        """Raise ValueError/TypeError naming the first invalid field; returns self."""
+        _choice("algorithm", self.algorithm, ALGORITHMS)
+        _choice("environment", self.environment, ENVIRONMENTS)
+        if not isinstance(self.environment_kwargs, dict):
+            raise TypeError(f"environment_kwargs: expected a dict, got {type(self.environment_kwargs).__name__}")
+        for name in ("n_environments", "total_steps", "critic_training_interval", "actor_training_interval",
+                     "critic_target_update_interval", "sequence_length", "batch_size", "actor_hidden_dim",
+                     "critic_hidden_dim", "evaluation_interval", "n_evaluation_episodes"):
+            _int(name, getattr(self, name), 1)
+        for name in ("n_warmup_steps", "n_warmup_steps_critic", "n_warmup_steps_actor", "n_probes"):
+            _int(name, getattr(self, name), 0)
+        for name in ("actor_num_layers", "critic_num_layers"):
+            _int(name, getattr(self, name), 2 if not self.recurrent else 3)
+        if self.replay_capacity is not None:
+            _int("replay_capacity", self.replay_capacity, 1)
+        if self.sequence_length > self.capacity:
+            raise ValueError(f"sequence_length: expected at most the replay capacity {self.capacity}, "
+                             f"got {self.sequence_length}")
+        if self.memory_reset_interval is not None:
+            _int("memory_reset_interval", self.memory_reset_interval, 1)
+        if self.probe_sequence_length is not None:
+            _int("probe_sequence_length", self.probe_sequence_length, 1)
+        for name in ("shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
+                     "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        _float("gamma", self.gamma, 0.0, 1.0)
+        _float("tau", self.tau, 0.0, 1.0)
+        _float("alpha", self.alpha, 0.0, None, open_low=True)
+        if self.target_entropy is not None:
+            _float("target_entropy", self.target_entropy, None, None)
+        _float("log_std_min", self.log_std_min, None, None)
+        _float("log_std_max", self.log_std_max, None, None)
+        if not self.log_std_min < self.log_std_max:
+            raise ValueError(f"log_std_min: expected less than log_std_max={self.log_std_max}, got {self.log_std_min}")
+        _choice("actor_entropy_positions", self.actor_entropy_positions, ("all", "final"))
+        _choice("actor_activation", self.actor_activation, tuple(ACTIVATIONS))
+        _choice("critic_activation", self.critic_activation, tuple(ACTIVATIONS))
+        _choice("gru_gates", self.gru_gates, tuple(GATE_MODES))
+        if not isinstance(self.sampling, SamplingConfig):
+            raise TypeError(f"sampling: expected a SamplingConfig, got {type(self.sampling).__name__}")
+        for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer"):
+            opt = getattr(self, name)
+            if not isinstance(opt, AdamConfig):
+                raise TypeError(f"{name}: expected an AdamConfig, got {type(opt).__name__}")
+            opt.validate(name)
+        if (self.entropy_bonus and not self.entropy_bonus_next_step and self.recurrent
+                and not self.sampling.include_first_step_in_targets):
+            raise ValueError("entropy_bonus_next_step: False (a current-step bonus) needs "
+                             "sampling.include_first_step_in_targets=True, so the target pass sees the current step")
+        if not self.mask_non_terminal and self.rltools_critic_backward_ignores_resets:
+            raise ValueError("rltools_critic_backward_ignores_resets: only meaningful with mask_non_terminal=True")
+        return self
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else (
+                dict(v) if isinstance(v, dict) else v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: "Config | None" = None) -> "Config":
+        """Build from a dict (unknown keys raise); nested dicts update ``base``'s nested settings."""
+        base = cls() if base is None else base
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        changes = {}
+        for key, value in data.items():
+            current = getattr(base, key)
+            if isinstance(current, SamplingConfig) and isinstance(value, dict):
+                value = _nested(SamplingConfig, current, value, key)
+            elif isinstance(current, AdamConfig) and isinstance(value, dict):
+                value = _nested(AdamConfig, current, value, key)
+            elif key == "environment_kwargs" and isinstance(value, dict):
+                value = {**current, **value}
+            changes[key] = value
+        return dataclasses.replace(base, **changes)
+
+
+def _nested(kind, current, value, key):
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"{key}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    return dataclasses.replace(current, **value)
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
+
+
+def _int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+
+
+def _float(name, value, lo, hi, open_low=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if lo is not None and (value < lo or (open_low and value <= lo)):
+        raise ValueError(f"{name}: expected a value {'>' if open_low else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name}: expected a value <= {hi}, got {value}")
+
+
+PRESETS: dict[str, Config] = {
+    # The RLtools memory chapter, value for value (rltools-memory-chapter.txt).
+    "memory-chapter": Config(),
+}
+
+
+def preset(name: str) -> Config:
+    """A copy of a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,265 @@
+"""The training loop: a state you step, RLtools-style, and ``train`` that runs it with hooks.
+
+``Trainer(config, seed)`` builds environments, replay, samplers and the agent; every call of
+``step()`` does one loop step and returns True once ``config.total_steps`` are done:
+
+1. act in every environment (uniform random actions before ``n_warmup_steps``, then the
+   stochastic actor with its GRU state carried through the episode) and store the transitions;
+   at step ``n_warmup_steps`` every episode is ended so the actor starts on fresh episodes;
+2. from ``n_warmup_steps_critic``, every ``critic_training_interval`` steps: each critic trains on
+   its own fresh batch and noise (one shared batch with ``shared_batch``);
+3. from ``n_warmup_steps_critic``, every ``critic_target_update_interval`` steps: Polyak targets;
+4. from ``n_warmup_steps_actor``, every ``actor_training_interval`` steps: actor and alpha.
+
+Randomness comes from NumPy generators spawned from the seed, one per purpose (environments,
+acting, batches and noise, evaluation), so the same seed gives the same run bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from memrl import envs
+from memrl.config import Config
+from memrl.evaluation import count_probe, evaluate
+from memrl.replay import ReplayBuffer, SequenceSampler
+from memrl.sac import SAC, TrainingDiverged
+
+
+@dataclass
+class Metrics:
+    """Running sums since the last report."""
+
+    critic_loss: float = 0.0
+    critic_updates: int = 0
+    actor_loss: float = 0.0
+    actor_updates: int = 0
+    episode_returns: list = field(default_factory=list)
+
+    def take(self) -> dict:
+        out = {"critic_loss": self.critic_loss / self.critic_updates if self.critic_updates else None,
+               "actor_loss": self.actor_loss / self.actor_updates if self.actor_updates else None,
+               "train_episode_return": float(np.mean(self.episode_returns)) if self.episode_returns else None}
+        self.__init__()
+        return out
+
+
+class Trainer:
+    """Training state for one run: create from a config and seed, then ``step()`` until done."""
+
+    def __init__(self, config: Config, seed: int = 0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.config = cfg = config.validate()
+        self.seed = int(seed)
+        seq = np.random.SeedSequence(self.seed)
+        env_seq, act_seq, train_seq, eval_seq, probe_seq, agent_seq = seq.spawn(6)
+        env_seeds = env_seq.generate_state(cfg.n_environments)
+        self.envs = [envs.make(cfg.environment, **cfg.environment_kwargs, seed=int(s)) for s in env_seeds]
+        env = self.envs[0]
+        self.observation_dim, self.action_dim = env.observation_dim, env.action_dim
+        self.agent = SAC(cfg, self.observation_dim, self.action_dim, int(agent_seq.generate_state(1)[0]))
+        self.buffer = ReplayBuffer(cfg.capacity, self.observation_dim, self.action_dim,
+                                   n_streams=cfg.n_environments, max_episode_length=env.episode_step_limit)
+        n_samplers = 1 if cfg.shared_batch else 3
+        self.samplers = [SequenceSampler(self.buffer, cfg.sequence_length, cfg.batch_size, cfg.sampling)
+                         for _ in range(n_samplers)]
+        self.rng_act = np.random.Generator(np.random.PCG64(act_seq))
+        self.rng_train = np.random.Generator(np.random.PCG64(train_seq))
+        self.rng_eval = np.random.Generator(np.random.PCG64(eval_seq))
+        self.rng_probe = np.random.Generator(np.random.PCG64(probe_seq))
+        N, O, A = cfg.n_environments, self.observation_dim, self.action_dim
+        self.observations = np.zeros((N, O), np.float32)
+        self.actions = np.zeros((N, A), np.float32)
+        self.action_noise = np.zeros((N, A), np.float32)
+        self.state = self.agent.actor.initial_state(N)
+        self.memory_reset = np.ones(N, np.uint8)
+        self.episode_step = np.zeros(N, np.int64)
+        self.episode_return = np.zeros(N, np.float64)
+        batch = self.samplers[0].batch
+        self.critic_noise = [np.zeros(self.agent.noise_shape(batch, target=True), np.float32) for _ in range(2)]
+        self.actor_noise = np.zeros(self.agent.noise_shape(batch, target=False), np.float32)
+        self.step_count = 0
+        self.metrics = Metrics()
+        for i, e in enumerate(self.envs):
+            obs, _ = e.reset()
+            self.observations[i] = obs
+
+    # -- one loop step ---------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.config.total_steps
+
+    def step(self) -> bool:
+        """One loop step (act, store, train as scheduled); returns True when training is done."""
+        if self.done:
+            return True
+        cfg, step = self.config, self.step_count
+        if step == cfg.n_warmup_steps and step > 0:
+            self._end_all_episodes()
+        self._collect(random_actions=step < cfg.n_warmup_steps)
+        try:
+            self._train(step)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"step {step}: {exc}") from None
+        self.step_count += 1
+        return self.done
+
+    def _collect(self, random_actions: bool) -> None:
+        cfg = self.config
+        if random_actions:
+            self.actions[...] = self.rng_act.uniform(-1.0, 1.0, self.actions.shape)
+        else:
+            if cfg.memory_reset_interval is not None:
+                wipe = (self.episode_step % cfg.memory_reset_interval) == 0
+                self.memory_reset |= wipe.astype(np.uint8)
+            self.rng_act.standard_normal(out=self.action_noise, dtype=np.float32)
+            self.actions[...] = self.agent.act(self.observations, self.state, self.memory_reset, self.action_noise)
+            self.memory_reset[:] = 0
+        for i, env in enumerate(self.envs):
+            obs = self.observations[i]
+            next_obs, reward, terminated, truncated, _ = env.step(self.actions[i])
+            self.episode_step[i] += 1
+            self.episode_return[i] += reward
+            end = terminated or truncated
+            self.buffer.add(i, obs, self.actions[i], reward, next_obs, terminated, end)
+            if end:
+                self._new_episode(i)
+            else:
+                self.observations[i] = next_obs
+
+    def _new_episode(self, i: int) -> None:
+        self.metrics.episode_returns.append(float(self.episode_return[i]))
+        obs, _ = self.envs[i].reset()
+        self.observations[i] = obs
+        self.episode_step[i] = 0
+        self.episode_return[i] = 0.0
+        self.memory_reset[i] = 1
+
+    def _end_all_episodes(self) -> None:
+        """RLtools ends every episode when the actor takes over from the random policy."""
+        for i in range(len(self.envs)):
+            if self.episode_step[i] > 0:
+                self.buffer.mark_episode_end(i)
+                self._new_episode(i)
+
+    def _train(self, step: int) -> None:
+        cfg, agent, rng = self.config, self.agent, self.rng_train
+        train_critic = step >= cfg.n_warmup_steps_critic and step % cfg.critic_training_interval == 0
+        update_targets = step >= cfg.n_warmup_steps_critic and step % cfg.critic_target_update_interval == 0
+        train_actor = step >= cfg.n_warmup_steps_actor and step % cfg.actor_training_interval == 0
+        if not (train_critic or train_actor):
+            if update_targets:
+                agent.update_targets()
+            return
+        shared = self.samplers[0].sample(rng) if cfg.shared_batch else None
+        if train_critic:
+            for i in range(2):
+                batch = shared if shared is not None else self.samplers[i].sample(rng)
+                noise = self.critic_noise[0 if shared is not None else i]
+                if shared is None or i == 0:
+                    rng.standard_normal(out=noise, dtype=np.float32)
+                self.metrics.critic_loss += agent.update_critic(i, batch, noise)
+                self.metrics.critic_updates += 1
+        if update_targets:
+            agent.update_targets()
+        if train_actor:
+            batch = shared if shared is not None else self.samplers[2].sample(rng)
+            rng.standard_normal(out=self.actor_noise, dtype=np.float32)
+            self.metrics.actor_loss += agent.update_actor(batch, self.actor_noise)
+            self.metrics.actor_updates += 1
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        """Deterministic-policy evaluation (and the count probe on the memory task)."""
+        cfg = self.config
+        result = evaluate(self.agent, lambda seed: envs.make(cfg.environment, **cfg.environment_kwargs, seed=seed),
+                          cfg.n_evaluation_episodes, self.rng_eval, memory_reset_interval=cfg.memory_reset_interval)
+        if cfg.environment == "memory" and cfg.n_probes > 0:
+            probe = count_probe(self.agent, self.envs[0], cfg.n_probes, self.rng_probe,
+                                cfg.probe_sequence_length or cfg.sequence_length)
+            result.update(probe_correct=probe["correct"], probe_total=probe["total"], probe_lines=probe["lines"])
+        return result
+
+
+Hook = Callable[[Trainer, dict], None]
+
+
+@dataclass
+class TrainResult:
+    trainer: Trainer
+    evaluations: list
+    elapsed_s: float
+
+
+def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn: Callable[[str], None] | None = print,
+          hooks: Sequence[Hook] = (), evaluate_at_end: bool = True) -> TrainResult:
+    """Run a whole training with evaluations every ``config.evaluation_interval`` steps.
+
+    Evaluations happen before the training of steps 0, interval, 2 interval, ... and once more
+    after the last step. Each prints the chapter's lines, is appended to
+    ``log_dir/metrics.jsonl`` (flushed at once) and passed to every hook ``hook(trainer, record)``.
+    """
+    trainer = Trainer(config, seed)
+    metrics_file = None
+    if log_dir is not None:
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, "config.json"), "w") as f:
+            json.dump({"seed": seed, "config": config.to_dict()}, f, indent=2)
+        metrics_file = open(os.path.join(log_dir, "metrics.jsonl"), "w")
+    evaluations = []
+    start = time.perf_counter()
+    eval_time = 0.0
+
+    def run_evaluation():
+        nonlocal eval_time
+        t0 = time.perf_counter()
+        result = trainer.evaluate()
+        eval_time += time.perf_counter() - t0
+        record = {"step": trainer.step_count, "elapsed_s": round(time.perf_counter() - start, 3),
+                  "train_elapsed_s": round(time.perf_counter() - start - eval_time, 3),
+                  "mean_return": result["mean_return"], "std_return": result["std_return"],
+                  "mean_length": result["mean_length"], "std_length": result["std_length"],
+                  "alpha": trainer.agent.alpha, **trainer.metrics.take()}
+        lines = result.pop("probe_lines", None)
+        if "probe_correct" in result:
+            record.update(probe_correct=result["probe_correct"], probe_total=result["probe_total"])
+        if print_fn is not None:
+            for line in lines or ():
+                print_fn(line)
+            print_fn(f"Step: {trainer.step_count}/{config.total_steps} Mean return: {record['mean_return']:.6g} "
+                     f"Mean episode length: {record['mean_length']:.6g}")
+        evaluations.append(record)
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        for hook in hooks:
+            hook(trainer, record)
+
+    try:
+        while not trainer.done:
+            if trainer.step_count % config.evaluation_interval == 0:
+                run_evaluation()
+            trainer.step()
+        if evaluate_at_end:
+            run_evaluation()
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+    elapsed = time.perf_counter() - start
+    if print_fn is not None:
+        print_fn(f"Total time: {elapsed:.1f} s ({config.total_steps / max(elapsed - eval_time, 1e-9):.0f} "
+                 f"training steps/s excluding evaluation)")
+    return TrainResult(trainer, evaluations, elapsed)
+
+
+def is_finite_record(record: dict) -> bool:
+    return all(not isinstance(v, float) or math.isfinite(v) for v in record.values())

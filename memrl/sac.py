@@ -1,0 +1,274 @@
+"""Recurrent SAC on replayed sequences (RLtools' memory chapter, internals sections 3.2-3.4).
+
+Networks (``build_network``): the actor maps observations to [mean | log-std] through
+Dense -> GRU -> GRU -> Dense and a tanh-Gaussian head; each of the twin critics maps
+[observation, action] to Q through its own stack. There is no target actor; target critics are
+Polyak averages.
+
+Critic i, on its batch (windows of L slots plus a padding slot, see ``memrl.replay``):
+
+    a'_s, log pi'_s = actor(target window, target resets, noise)        every target slot s
+    a'_s <- replayed action at every slot that is not a padding slot     (mask_non_terminal)
+    q'_s = min_j target_critic_j([o_s, a'_s])
+    y_t  = r_t + gamma (1 - terminated_t) (q'_{t+d} [- alpha log pi'_{t+d}])   next-step bonus
+    y_t  = r_t + gamma (1 - terminated_t) q'_{t+d} - alpha log pi'_t           current-step bonus
+    L_Q  = 1 / (2 N_f) sum_{t final} (Q_i([o_t, a_t]) - y_t)^2
+
+where d = 1 when the target window includes the first step (else 0) and N_f counts the
+segment-final steps, the only steps with a loss (``mask_non_terminal``). The actor:
+
+    a_t, log pi_t = actor(window, resets, noise);  a_t <- replayed action where t is not final
+    L_pi = -(1 / N_f) sum_{t final} min_j Q_j([o_t, a_t]) + alpha * mean_{t in E} log pi_t
+
+with E all window steps (RLtools) or only the final ones (``actor_entropy_positions``). The
+gradient of the min flows through the smaller critic per sample. Alpha follows
+``d/d log(alpha) = mean_E(-log pi_t - target_entropy)`` (descent lowers alpha while the entropy
+is above target). Every loss is checked for finiteness; a non-finite one raises
+:class:`TrainingDiverged` before any parameter changes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from memrl.config import Config
+from memrl.nn import GRU, AdamConfig, Dense, Sequential, TanhGaussianHead
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or gradient became NaN or infinite; parameters were left as they were before."""
+
+
+def build_network(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, activation: str,
+                  gates: str, recurrent: bool, *, seed: int, dtype=np.float32) -> Sequential:
+    """RLtools' layer stacks. Recurrent: 3 = Dense-GRU-Dense, 4 = Dense-GRU-GRU-Dense,
+    n > 4 adds n - 4 hidden Dense layers after the GRUs. Feed-forward: n Dense layers."""
+    H = hidden_dim
+    layers = [Dense(in_dim, H, activation)]
+    if recurrent:
+        n_gru = 1 if num_layers == 3 else 2
+        layers += [GRU(H, H, gates) for _ in range(n_gru)]
+        layers += [Dense(H, H, activation) for _ in range(num_layers - 2 - n_gru)]
+    else:
+        layers += [Dense(H, H, activation) for _ in range(num_layers - 2)]
+    layers.append(Dense(H, out_dim, "identity"))
+    return Sequential(layers, dtype=dtype, seed=seed)
+
+
+class LogAlpha:
+    """The entropy temperature as a learned log-parameter with its own Adam state."""
+
+    def __init__(self, alpha: float, optimizer: AdamConfig):
+        self.params = np.array([math.log(alpha)], np.float32)
+        self.grads = np.zeros(1, np.float32)
+        self.adam_m = np.zeros(1, np.float32)
+        self.adam_v = np.zeros(1, np.float32)
+        self.adam_t = 0
+        self.optimizer = optimizer
+
+    @property
+    def value(self) -> float:
+        return float(np.exp(np.float64(self.params[0])))
+
+    def step(self, grad: float) -> None:
+        self.grads[0] = grad
+        self.adam_t += 1
+        self.optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t)
+
+
+class SAC:
+    """Actor, twin critics, target critics and alpha, with the chapter's updates."""
+
+    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int):
+        cfg = self.config = config
+        self.observation_dim, self.action_dim = O, A = observation_dim, action_dim
+        seeds = np.random.SeedSequence(seed).generate_state(3)
+        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent)
+        self.actor = build_network(O, 2 * A, cfg.actor_hidden_dim, cfg.actor_num_layers, cfg.actor_activation,
+                                   seed=int(seeds[0]), **net)
+        self.critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
+                                      cfg.critic_activation, seed=int(s), **net) for s in seeds[1:]]
+        self.target_critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
+                                             cfg.critic_activation, seed=None, **net) for _ in self.critics]
+        for target, critic in zip(self.target_critics, self.critics):
+            target.copy_from(critic)
+        self.head = TanhGaussianHead(A, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max)
+        self.log_alpha = LogAlpha(cfg.alpha, cfg.alpha_optimizer)
+        self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
+        self._buffers: dict[tuple, dict] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def alpha(self) -> float:
+        return self.log_alpha.value
+
+    def networks(self) -> dict[str, Sequential]:
+        return {"actor": self.actor, "critic_0": self.critics[0], "critic_1": self.critics[1],
+                "target_critic_0": self.target_critics[0], "target_critic_1": self.target_critics[1]}
+
+    def _buf(self, key, shape, dtype=np.float32):
+        buf = self._buffers.get((key, shape))
+        if buf is None:
+            buf = self._buffers[(key, shape)] = np.zeros(shape, dtype)
+        return buf
+
+    def noise_shape(self, batch, target: bool) -> tuple[int, int]:
+        """Rows of Gaussian noise an update needs: target window (critic) or window (actor)."""
+        T = batch.target_observations.shape[0] if target else batch.sequence_length
+        return (T * batch.batch_size, self.action_dim)
+
+    def _q_input(self, key, observations, actions):
+        T, B, O = observations.shape
+        x = self._buf(key, (T, B, O + self.action_dim))
+        x[:, :, :O] = observations
+        x[:, :, O:] = actions
+        return x
+
+    def _loss_mask(self, batch):
+        """Steps with a loss: segment-final steps, or every non-padding step without masking."""
+        if self.config.mask_non_terminal:
+            return batch.final
+        valid = self._buf("valid", batch.final.shape, np.uint8)
+        np.subtract(1, batch.next_final[:batch.sequence_length], out=valid)
+        return valid
+
+    # -- critic --------------------------------------------------------------------------------
+
+    def critic_targets(self, batch, noise: np.ndarray) -> np.ndarray:
+        """Bellman targets y (L, B) for every current slot (only loss steps are used)."""
+        cfg = self.config
+        L, B, A = batch.sequence_length, batch.batch_size, self.action_dim
+        obs_t = batch.target_observations
+        Lt = obs_t.shape[0]
+        pre = self.actor.forward(obs_t, batch.target_reset, check=False)
+        next_action, next_logp = self.head.forward(pre.reshape(Lt * B, 2 * A), noise, check=False)
+        next_action = next_action.reshape(Lt, B, A)
+        if cfg.mask_non_terminal:
+            padding = batch.target_final[:, :, None].astype(bool)
+            next_action = np.where(padding, next_action, batch.target_actions)
+        x = self._q_input("target_q_input", obs_t, next_action)
+        q1 = self.target_critics[0].forward(x, batch.target_reset, check=False)
+        q2 = self.target_critics[1].forward(x, batch.target_reset, check=False)
+        q_next = np.minimum(q1[:, :, 0], q2[:, :, 0])
+        d = batch.target_offset
+        logp = next_logp.reshape(Lt, B)
+        alpha = np.float32(self.alpha)
+        bootstrap = q_next[d:d + L]
+        if cfg.entropy_bonus and cfg.entropy_bonus_next_step:
+            bootstrap = bootstrap - alpha * logp[d:d + L]
+        keep = 1.0 if cfg.ignore_termination else (1.0 - batch.terminated)
+        y = batch.rewards + np.float32(cfg.gamma) * keep * bootstrap
+        if cfg.entropy_bonus and not cfg.entropy_bonus_next_step:
+            y = y - alpha * logp[:L]  # the current step's history sits at target slot t when d == 1
+        return y.astype(np.float32, copy=False)
+
+    def critic_loss_and_grad(self, i: int, batch, noise: np.ndarray) -> float:
+        """Forward and backward of critic i's loss on ``batch`` into its ``grads`` (zeroed first)."""
+        y = self.critic_targets(batch, noise)
+        L, B = batch.sequence_length, batch.batch_size
+        critic = self.critics[i]
+        x = self._q_input("q_input", batch.current_observations, batch.current_actions)
+        q = critic.forward(x, batch.reset, check=False)[:, :, 0]
+        mask = self._loss_mask(batch)
+        n = int(mask.sum())
+        diff = (q - y) * mask
+        loss = 0.5 * float(np.dot(diff.ravel(), diff.ravel())) / n
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"critic_{i}: loss is {loss}")
+        dq = self._buf("dq", (L, B, 1))
+        np.multiply(diff, np.float32(1.0 / n), out=dq[:, :, 0])
+        critic.zero_grad()
+        critic.backward(dq, need_dx=False, check=False)
+        return loss
+
+    def update_critic(self, i: int, batch, noise: np.ndarray) -> float:
+        """One Adam step of critic i; returns its loss."""
+        loss = self.critic_loss_and_grad(i, batch, noise)
+        critic = self.critics[i]
+        _check_finite(critic.grads, f"critic_{i} gradient")
+        critic.adam_step(self.config.critic_optimizer)
+        return loss
+
+    def update_targets(self) -> None:
+        for target, critic in zip(self.target_critics, self.critics):
+            target.polyak_from(critic, self.config.tau)
+
+    # -- actor and alpha ------------------------------------------------------------------------
+
+    def actor_loss_and_grad(self, batch, noise: np.ndarray) -> tuple[float, float]:
+        """Actor loss gradient into ``actor.grads`` (zeroed first); returns (loss, alpha gradient)."""
+        cfg = self.config
+        L, B, A, O = batch.sequence_length, batch.batch_size, self.action_dim, self.observation_dim
+        obs = batch.current_observations
+        pre = self.actor.forward(obs, batch.reset, check=False)
+        action, logp = self.head.forward(pre.reshape(L * B, 2 * A), noise, check=False)
+        mask = self._loss_mask(batch)
+        n = int(mask.sum())
+        action = action.reshape(L, B, A)
+        if cfg.mask_non_terminal:
+            action_in = np.where(mask[:, :, None].astype(bool), action, batch.current_actions)
+        else:
+            action_in = action
+        x = self._q_input("q_input", obs, action_in)
+        q1 = self.critics[0].forward(x, batch.reset, check=False)[:, :, 0].copy()
+        q2 = self.critics[1].forward(x, batch.reset, check=False)[:, :, 0]
+        first = q1 < q2  # RLtools: critic 1 where Q1 < Q2, else critic 2
+        q_min = np.where(first, q1, q2)
+        alpha = self.alpha
+        logp2 = logp.reshape(L, B)
+        if cfg.actor_entropy_positions == "all":
+            entropy_weight = np.full((L, B), alpha / (L * B), np.float32)
+            mean_logp = float(logp2.mean())
+            mean_entropy_gap = -mean_logp - self.target_entropy
+        else:
+            entropy_weight = (mask * np.float32(alpha / n)).astype(np.float32)
+            mean_logp = float((logp2 * mask).sum()) / n
+            mean_entropy_gap = -mean_logp - self.target_entropy
+        loss = -float((q_min * mask).sum()) / n + alpha * mean_logp
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"actor: loss is {loss}")
+        da = self._buf("da", (L, B, A))
+        da[...] = 0
+        ignore = cfg.rltools_critic_backward_ignores_resets
+        for critic, chosen in ((self.critics[0], first), (self.critics[1], ~first)):
+            dq = self._buf("dq_actor", (L, B, 1))
+            np.multiply(mask * chosen, np.float32(-1.0 / n), out=dq[:, :, 0], casting="unsafe")
+            dx = critic.backward(dq, need_dx=True, check=False, ignore_resets=ignore)
+            da += dx[:, :, O:]
+        if cfg.mask_non_terminal:
+            da *= mask[:, :, None]
+        dpre = self.head.backward(da.reshape(L * B, A), entropy_weight.reshape(L * B), check=False)
+        self.actor.zero_grad()
+        self.actor.backward(dpre.reshape(L, B, 2 * A), need_dx=False, check=False)
+        return loss, mean_entropy_gap
+
+    def update_actor(self, batch, noise: np.ndarray) -> float:
+        """One Adam step of the actor, then of alpha (if adaptive); returns the actor loss."""
+        loss, entropy_gap = self.actor_loss_and_grad(batch, noise)
+        _check_finite(self.actor.grads, "actor gradient")
+        self.actor.adam_step(self.config.actor_optimizer)
+        if self.config.adaptive_alpha:
+            if not math.isfinite(entropy_gap):
+                raise TrainingDiverged(f"alpha: gradient is {entropy_gap}")
+            self.log_alpha.step(entropy_gap)
+        return loss
+
+    # -- acting --------------------------------------------------------------------------------
+
+    def act(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray | None,
+            noise: np.ndarray | None) -> np.ndarray:
+        """Actions (N, A) for observations (N, O), advancing the carried GRU ``state``.
+
+        ``noise`` (N, A) standard normal samples a stochastic action; None acts deterministically
+        (``tanh(mean)``).
+        """
+        pre = self.actor.step(observations, state, reset, check=False)
+        action, _ = self.head.forward(pre, noise, check=False)
+        return action
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    if not np.isfinite(array).all():
+        raise TrainingDiverged(f"{what} has non-finite entries")
