@@ -60,10 +60,10 @@ class LogAlpha:
     """The entropy temperature as a learned log-parameter with its own Adam state."""
 
     def __init__(self, alpha: float, optimizer: AdamConfig):
-        self.params = np.array([math.log(alpha)], np.float32)
-        self.grads = np.zeros(1, np.float32)
-        self.adam_m = np.zeros(1, np.float32)
-        self.adam_v = np.zeros(1, np.float32)
+        self.params = np.array([math.log(alpha)], np.float64)
+        self.grads = np.zeros(1, np.float64)
+        self.adam_m = np.zeros(1, np.float64)
+        self.adam_v = np.zeros(1, np.float64)
         self.adam_t = 0
         self.optimizer = optimizer
 
@@ -80,11 +80,12 @@ class LogAlpha:
 class SAC:
     """Actor, twin critics, target critics and alpha, with the chapter's updates."""
 
-    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int):
+    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int, *, dtype=np.float32):
         cfg = self.config = config
         self.observation_dim, self.action_dim = O, A = observation_dim, action_dim
+        self.dtype = np.dtype(dtype)
         seeds = np.random.SeedSequence(seed).generate_state(3)
-        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent)
+        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype)
         self.actor = build_network(O, 2 * A, cfg.actor_hidden_dim, cfg.actor_num_layers, cfg.actor_activation,
                                    seed=int(seeds[0]), **net)
         self.critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
@@ -93,7 +94,7 @@ class SAC:
                                              cfg.critic_activation, seed=None, **net) for _ in self.critics]
         for target, critic in zip(self.target_critics, self.critics):
             target.copy_from(critic)
-        self.head = TanhGaussianHead(A, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max)
+        self.head = TanhGaussianHead(A, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max, dtype=self.dtype)
         self.log_alpha = LogAlpha(cfg.alpha, cfg.alpha_optimizer)
         self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
         self._buffers: dict[tuple, dict] = {}
@@ -108,11 +109,15 @@ class SAC:
         return {"actor": self.actor, "critic_0": self.critics[0], "critic_1": self.critics[1],
                 "target_critic_0": self.target_critics[0], "target_critic_1": self.target_critics[1]}
 
-    def _buf(self, key, shape, dtype=np.float32):
+    def _buf(self, key, shape, dtype=None):
         buf = self._buffers.get((key, shape))
         if buf is None:
-            buf = self._buffers[(key, shape)] = np.zeros(shape, dtype)
+            buf = self._buffers[(key, shape)] = np.zeros(shape, self.dtype if dtype is None else dtype)
         return buf
+
+    def _cast(self, array):
+        """Batches are float32; a float64 agent (gradient tests) works on float64 copies."""
+        return array if array.dtype == self.dtype else np.ascontiguousarray(array, self.dtype)
 
     def noise_shape(self, batch, target: bool) -> tuple[int, int]:
         """Rows of Gaussian noise an update needs: target window (critic) or window (actor)."""
@@ -140,7 +145,7 @@ class SAC:
         """Bellman targets y (L, B) for every current slot (only loss steps are used)."""
         cfg = self.config
         L, B, A = batch.sequence_length, batch.batch_size, self.action_dim
-        obs_t = batch.target_observations
+        obs_t = self._cast(batch.target_observations)
         Lt = obs_t.shape[0]
         pre = self.actor.forward(obs_t, batch.target_reset, check=False)
         next_action, next_logp = self.head.forward(pre.reshape(Lt * B, 2 * A), noise, check=False)
@@ -154,15 +159,15 @@ class SAC:
         q_next = np.minimum(q1[:, :, 0], q2[:, :, 0])
         d = batch.target_offset
         logp = next_logp.reshape(Lt, B)
-        alpha = np.float32(self.alpha)
+        alpha = self.dtype.type(self.alpha)
         bootstrap = q_next[d:d + L]
         if cfg.entropy_bonus and cfg.entropy_bonus_next_step:
             bootstrap = bootstrap - alpha * logp[d:d + L]
         keep = 1.0 if cfg.ignore_termination else (1.0 - batch.terminated)
-        y = batch.rewards + np.float32(cfg.gamma) * keep * bootstrap
+        y = batch.rewards + self.dtype.type(cfg.gamma) * keep * bootstrap
         if cfg.entropy_bonus and not cfg.entropy_bonus_next_step:
             y = y - alpha * logp[:L]  # the current step's history sits at target slot t when d == 1
-        return y.astype(np.float32, copy=False)
+        return y.astype(self.dtype, copy=False)
 
     def critic_loss_and_grad(self, i: int, batch, noise: np.ndarray) -> float:
         """Forward and backward of critic i's loss on ``batch`` into its ``grads`` (zeroed first)."""
@@ -171,6 +176,7 @@ class SAC:
         critic = self.critics[i]
         x = self._q_input("q_input", batch.current_observations, batch.current_actions)
         q = critic.forward(x, batch.reset, check=False)[:, :, 0]
+        self.last_critic_q = q
         mask = self._loss_mask(batch)
         n = int(mask.sum())
         diff = (q - y) * mask
@@ -178,7 +184,7 @@ class SAC:
         if not math.isfinite(loss):
             raise TrainingDiverged(f"critic_{i}: loss is {loss}")
         dq = self._buf("dq", (L, B, 1))
-        np.multiply(diff, np.float32(1.0 / n), out=dq[:, :, 0])
+        np.multiply(diff, self.dtype.type(1.0 / n), out=dq[:, :, 0])
         critic.zero_grad()
         critic.backward(dq, need_dx=False, check=False)
         return loss
@@ -201,7 +207,7 @@ class SAC:
         """Actor loss gradient into ``actor.grads`` (zeroed first); returns (loss, alpha gradient)."""
         cfg = self.config
         L, B, A, O = batch.sequence_length, batch.batch_size, self.action_dim, self.observation_dim
-        obs = batch.current_observations
+        obs = self._cast(batch.current_observations)
         pre = self.actor.forward(obs, batch.reset, check=False)
         action, logp = self.head.forward(pre.reshape(L * B, 2 * A), noise, check=False)
         mask = self._loss_mask(batch)
@@ -219,11 +225,11 @@ class SAC:
         alpha = self.alpha
         logp2 = logp.reshape(L, B)
         if cfg.actor_entropy_positions == "all":
-            entropy_weight = np.full((L, B), alpha / (L * B), np.float32)
+            entropy_weight = np.full((L, B), alpha / (L * B), self.dtype)
             mean_logp = float(logp2.mean())
             mean_entropy_gap = -mean_logp - self.target_entropy
         else:
-            entropy_weight = (mask * np.float32(alpha / n)).astype(np.float32)
+            entropy_weight = (mask * (alpha / n)).astype(self.dtype)
             mean_logp = float((logp2 * mask).sum()) / n
             mean_entropy_gap = -mean_logp - self.target_entropy
         loss = -float((q_min * mask).sum()) / n + alpha * mean_logp
@@ -234,7 +240,7 @@ class SAC:
         ignore = cfg.rltools_critic_backward_ignores_resets
         for critic, chosen in ((self.critics[0], first), (self.critics[1], ~first)):
             dq = self._buf("dq_actor", (L, B, 1))
-            np.multiply(mask * chosen, np.float32(-1.0 / n), out=dq[:, :, 0], casting="unsafe")
+            np.multiply(mask * chosen, self.dtype.type(-1.0 / n), out=dq[:, :, 0], casting="unsafe")
             dx = critic.backward(dq, need_dx=True, check=False, ignore_resets=ignore)
             da += dx[:, :, O:]
         if cfg.mask_non_terminal:

@@ -1,0 +1,206 @@
+"""SAC updates: the gradients applied equal float64 finite differences of the stated losses.
+
+The losses are written here from the formulas (internals 3.3 and 3.4) with explicit loops over
+the window, independently of memrl.sac; only the network forwards (tested elsewhere) are shared.
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from memrl import testing
+from memrl.config import Config
+from memrl.envs import MemoryEnv
+from memrl.replay import ReplayBuffer, SamplingConfig, SequenceSampler
+from memrl.sac import SAC
+
+
+def tiny_config(**changes):
+    base = Config(sequence_length=6, batch_size=3, actor_hidden_dim=3, critic_hidden_dim=3, gamma=0.9,
+                  total_steps=100, replay_capacity=100, gru_gates="exact")
+    return base.replace(**changes)
+
+
+def filled_batch(cfg, seed):
+    """A batch sampled from replayed memory-environment episodes with random actions."""
+    rng = np.random.default_rng(seed)
+    env = MemoryEnv(horizon=3, episode_step_limit=7, seed=seed)
+    buffer = ReplayBuffer(100, 1, 1, max_episode_length=7)
+    obs, _ = env.reset()
+    for _ in range(40):
+        action = rng.uniform(-1, 1, 1).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        terminated = bool(rng.random() < 0.1)  # exercise the termination mask too
+        buffer.add(0, obs, action, reward, next_obs, terminated, truncated or terminated)
+        obs = env.reset()[0] if (truncated or terminated) else next_obs
+    sampler = SequenceSampler(buffer, cfg.sequence_length, cfg.batch_size, cfg.sampling)
+    return sampler.sample(rng)
+
+
+def spec_critic_loss(agent, i, batch, noise):
+    """1/(2 N_f) sum_final (Q_i(o_t, a_t) - y_t)^2, y from the target nets (written from the spec)."""
+    cfg = agent.config
+    L, B = batch.sequence_length, batch.batch_size
+    d = batch.target_offset
+    obs_t = batch.target_observations.astype(np.float64)
+    Lt = obs_t.shape[0]
+    pre = agent.actor.forward(obs_t, batch.target_reset).reshape(Lt * B, 2).copy()
+    next_a, next_logp = (v.copy() for v in agent.head.forward(pre, noise))
+    next_a, next_logp = next_a.reshape(Lt, B), next_logp.reshape(Lt, B)
+    x = np.zeros((Lt, B, 2))
+    for s in range(Lt):
+        for b in range(B):
+            x[s, b, 0] = obs_t[s, b, 0]
+            padding = batch.target_final[s, b]
+            x[s, b, 1] = next_a[s, b] if padding else batch.target_actions[s, b, 0]
+    q1 = agent.target_critics[0].forward(x, batch.target_reset)[:, :, 0].copy()
+    q2 = agent.target_critics[1].forward(x, batch.target_reset)[:, :, 0].copy()
+    alpha = agent.alpha
+    xq = np.concatenate([batch.current_observations, batch.current_actions], axis=2).astype(np.float64)
+    q = agent.critics[i].forward(xq, batch.reset)[:, :, 0]
+    total, n = 0.0, 0
+    for t in range(L):
+        for b in range(B):
+            if not batch.final[t, b]:
+                continue
+            boot = min(q1[t + d, b], q2[t + d, b])
+            if cfg.entropy_bonus_next_step:
+                boot -= alpha * next_logp[t + d, b]
+            y = float(batch.rewards[t, b]) + cfg.gamma * (1.0 - float(batch.terminated[t, b])) * boot
+            if not cfg.entropy_bonus_next_step:
+                y -= alpha * next_logp[t, b]
+            total += (q[t, b] - y) ** 2
+            n += 1
+    return total / (2 * n)
+
+
+def spec_actor_loss(agent, batch, noise):
+    """-(1/N_f) sum_final min_j Q_j(o_t, a~_t) + alpha mean_E log pi_t (E: all steps or final)."""
+    cfg = agent.config
+    L, B = batch.sequence_length, batch.batch_size
+    obs = batch.current_observations.astype(np.float64)
+    pre = agent.actor.forward(obs, batch.reset).reshape(L * B, 2).copy()
+    a, logp = (v.copy() for v in agent.head.forward(pre, noise))
+    a, logp = a.reshape(L, B), logp.reshape(L, B)
+    x = np.zeros((L, B, 2))
+    for t in range(L):
+        for b in range(B):
+            x[t, b, 0] = obs[t, b, 0]
+            x[t, b, 1] = a[t, b] if batch.final[t, b] else batch.current_actions[t, b, 0]
+    q1 = agent.critics[0].forward(x, batch.reset)[:, :, 0].copy()
+    q2 = agent.critics[1].forward(x, batch.reset)[:, :, 0].copy()
+    finals = [(t, b) for t in range(L) for b in range(B) if batch.final[t, b]]
+    q_term = -sum(min(q1[t, b], q2[t, b]) for t, b in finals) / len(finals)
+    if cfg.actor_entropy_positions == "all":
+        ent = logp.mean()
+    else:
+        ent = sum(logp[t, b] for t, b in finals) / len(finals)
+    return q_term + agent.alpha * ent
+
+
+cases = st.fixed_dictionaries({
+    "seed": st.integers(0, 10**6),
+    "gates": st.sampled_from(["exact", "fast"]),
+    "next_step": st.booleans(),
+    "include_first": st.booleans(),
+    "positions": st.sampled_from(["all", "final"]),
+    "alpha": st.sampled_from([0.3, 1.0]),
+})
+
+
+def make_agent(c):
+    include_first = c["include_first"] or not c["next_step"]
+    cfg = tiny_config(gru_gates=c["gates"], entropy_bonus_next_step=c["next_step"], alpha=c["alpha"],
+                      actor_entropy_positions=c["positions"],
+                      sampling=SamplingConfig(include_first_step_in_targets=include_first))
+    agent = SAC(cfg, 1, 1, seed=c["seed"], dtype=np.float64)
+    # Move the targets away from the critics so the test sees which network is used where.
+    for target in agent.target_critics:
+        target.params += np.random.default_rng(c["seed"]).normal(0, 0.1, target.size)
+    return cfg, agent
+
+
+@settings(max_examples=10)
+@given(cases)
+def test_critic_gradient_matches_finite_differences_of_the_stated_loss(c):
+    cfg, agent = make_agent(c)
+    batch = filled_batch(cfg, c["seed"])
+    noise = np.random.default_rng(c["seed"]).standard_normal(agent.noise_shape(batch, target=True))
+    for i in range(2):
+        loss = agent.critic_loss_and_grad(i, batch, noise)
+        grads = agent.critics[i].grads.copy()
+        assert math.isclose(loss, spec_critic_loss(agent, i, batch, noise), rel_tol=1e-10, abs_tol=1e-12)
+
+        def f(p, i=i):
+            agent.critics[i].params[:] = p
+            return spec_critic_loss(agent, i, batch, noise)
+
+        numeric = testing.numerical_gradient(f, agent.critics[i].params.copy())
+        testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name=f"critic {i}")
+
+
+@settings(max_examples=10)
+@given(cases)
+def test_actor_gradient_matches_finite_differences_of_the_stated_loss(c):
+    cfg, agent = make_agent(c)
+    batch = filled_batch(cfg, c["seed"])
+    noise = np.random.default_rng(c["seed"] + 1).standard_normal(agent.noise_shape(batch, target=False))
+    loss, entropy_gap = agent.actor_loss_and_grad(batch, noise)
+    grads = agent.actor.grads.copy()
+    assert math.isclose(loss, spec_actor_loss(agent, batch, noise), rel_tol=1e-10, abs_tol=1e-12)
+
+    def f(p):
+        agent.actor.params[:] = p
+        return spec_actor_loss(agent, batch, noise)
+
+    numeric = testing.numerical_gradient(f, agent.actor.params.copy())
+    testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name="actor")
+
+
+def test_alpha_gradient_is_the_entropy_gap():
+    cfg, agent = make_agent(dict(seed=3, gates="exact", next_step=False, include_first=True,
+                                 positions="all", alpha=0.5))
+    batch = filled_batch(cfg, 3)
+    noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False))
+    _, gap = agent.actor_loss_and_grad(batch, noise)
+    L, B = batch.sequence_length, batch.batch_size
+    pre = agent.actor.forward(batch.current_observations.astype(np.float64), batch.reset).reshape(L * B, 2)
+    _, logp = agent.head.forward(np.ascontiguousarray(pre), noise)
+    assert math.isclose(gap, -logp.mean() - agent.target_entropy, rel_tol=1e-12)
+    before = agent.alpha
+    agent.log_alpha.step(gap)
+    assert (agent.alpha < before) == (gap > 0)
+
+
+def test_frozen_alpha_stays_fixed():
+    cfg = tiny_config(adaptive_alpha=False, alpha=0.7)
+    agent = SAC(cfg, 1, 1, seed=0)
+    batch = filled_batch(cfg, 0)
+    noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False)).astype(np.float32)
+    for _ in range(3):
+        agent.update_actor(batch, noise)
+    assert agent.alpha == pytest.approx(0.7, rel=1e-12)
+
+
+def test_rltools_quirk_switch_changes_the_actor_gradient_only_through_resets():
+    c = dict(seed=5, gates="fast", next_step=False, include_first=True, positions="all", alpha=1.0)
+    cfg, agent = make_agent(c)
+    batch = filled_batch(cfg, 5)
+    assert batch.reset[1:].any(), "the batch must contain resets inside windows"
+    noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False))
+    agent.actor_loss_and_grad(batch, noise)
+    correct = agent.actor.grads.copy()
+    agent.config = cfg.replace(rltools_critic_backward_ignores_resets=True)
+    agent.actor_loss_and_grad(batch, noise)
+    quirky = agent.actor.grads.copy()
+    assert not np.allclose(correct, quirky)
+
+
+def test_targets_follow_polyak_formula():
+    cfg = tiny_config(tau=0.25)
+    agent = SAC(cfg, 1, 1, seed=0, dtype=np.float64)
+    agent.critics[0].params += 1.0
+    before = agent.target_critics[0].params.copy()
+    agent.update_targets()
+    np.testing.assert_allclose(agent.target_critics[0].params, 0.75 * before + 0.25 * agent.critics[0].params)
