@@ -1,0 +1,154 @@
+"""Training loop: learning, determinism, schedule, configuration errors, CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from memrl.__main__ import main
+from memrl.config import Config, preset
+from memrl.loop import Trainer, train
+from memrl.nn import AdamConfig
+
+
+def small_task(**changes):
+    cfg = Config(environment_kwargs={"horizon": 3, "input_probability": 0.5, "episode_step_limit": 100},
+                 total_steps=4000, n_warmup_steps=200, n_warmup_steps_critic=200, n_warmup_steps_actor=1000,
+                 sequence_length=10, batch_size=8, target_entropy=-1.0, actor_training_interval=1,
+                 actor_optimizer=AdamConfig(lr=1e-3), evaluation_interval=2000, n_evaluation_episodes=4, n_probes=20)
+    return cfg.replace(**changes)
+
+
+def test_policy_learns_to_count():
+    """Horizon 3: random actions score about -350 per 100 steps and get ~1/4 probes right."""
+    result = train(small_task(), seed=0, print_fn=None)
+    first, last = result.evaluations[0], result.evaluations[-1]
+    assert last["step"] == 4000
+    assert last["probe_correct"] >= 18, result.evaluations
+    assert last["mean_return"] > -120 > first["mean_return"], result.evaluations
+
+
+def test_same_seed_same_run_bit_for_bit(tmp_path):
+    cfg = small_task(total_steps=1300, evaluation_interval=650, n_warmup_steps_actor=1100)
+    runs = []
+    for name in ("a", "b"):
+        r = train(cfg, seed=7, log_dir=str(tmp_path / name), print_fn=None)
+        params = [net.params.copy() for net in r.trainer.agent.networks().values()]
+        runs.append((params, r.trainer.agent.alpha, (tmp_path / name / "metrics.jsonl").read_text()))
+    (pa, aa, ma), (pb, ab, mb) = runs
+    for x, y in zip(pa, pb):
+        np.testing.assert_array_equal(x, y)
+    assert aa == ab
+    strip = lambda text: [{k: v for k, v in json.loads(line).items() if "elapsed" not in k}  # noqa: E731
+                          for line in text.splitlines()]
+    assert strip(ma) == strip(mb)
+    other = train(cfg, seed=8, print_fn=None)
+    assert not np.array_equal(other.trainer.agent.actor.params, pa[0])
+
+
+def test_schedule_counts_updates_and_warmup():
+    cfg = small_task(total_steps=60, n_warmup_steps=20, n_warmup_steps_critic=30, n_warmup_steps_actor=40,
+                     actor_training_interval=4, sequence_length=4, batch_size=2)
+    trainer = Trainer(cfg, seed=0)
+    calls = {"critic": 0, "actor": 0, "targets": 0}
+    agent = trainer.agent
+    for name, attr in (("critic", "update_critic"), ("actor", "update_actor"), ("targets", "update_targets")):
+        original = getattr(agent, attr)
+
+        def counted(*a, _name=name, _orig=original, **k):
+            calls[_name] += 1
+            return _orig(*a, **k)
+
+        setattr(agent, attr, counted)
+    actor_before = agent.actor.params.copy()
+    while not trainer.step():
+        if trainer.step_count == 40:
+            np.testing.assert_array_equal(agent.actor.params, actor_before)
+    assert calls == {"critic": 2 * 30, "actor": 5, "targets": 30}
+    # the actor took over at step 20 on a fresh episode: the transition before it ended an episode
+    assert trainer.buffer.truncated[0, 19] == 1
+
+
+def test_memory_reset_interval_wipes_rollout_state():
+    cfg = small_task(total_steps=30, n_warmup_steps=0, n_warmup_steps_critic=100, n_warmup_steps_actor=100,
+                     memory_reset_interval=5, evaluation_interval=1000)
+    trainer = Trainer(cfg, seed=0)
+    seen = []
+    original = trainer.agent.act
+
+    def spy(obs, state, reset, noise):
+        seen.append(int(reset[0]))
+        return original(obs, state, reset, noise)
+
+    trainer.agent.act = spy
+    for _ in range(12):
+        trainer.step()
+    assert seen == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"batch_size": 0}, "batch_size: expected an integer >= 1, got 0"),
+    ({"sequence_length": 500, "replay_capacity": 100}, "sequence_length: expected at most the replay capacity"),
+    ({"gamma": 1.5}, "gamma: expected a value <= 1.0"),
+    ({"actor_activation": "swish"}, "actor_activation: expected one of"),
+    ({"tau": float("nan")}, "tau: expected a finite number"),
+    ({"critic_optimizer": AdamConfig(lr=1.0).__class__(lr=0.1, beta2=0.5)}, None),
+])
+def test_invalid_configurations_raise_before_anything_runs(changes, message):
+    cfg = preset("memory-chapter").replace(**changes)
+    if message is None:
+        cfg.validate()
+        return
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        Trainer(cfg, seed=0)
+
+
+def test_unknown_keys_and_bad_probabilities_raise():
+    with pytest.raises(ValueError, match="unknown key"):
+        Config.from_dict({"batchsize": 4})
+    with pytest.raises(ValueError, match="sampling: unknown key"):
+        Config.from_dict({"sampling": {"nominal": 0.5}})
+    with pytest.raises(ValueError, match="nominal_sequence_length_probability"):
+        Config.from_dict({"sampling": {"nominal_sequence_length_probability": 1.5}})
+    with pytest.raises(ValueError, match="seed"):
+        Trainer(small_task(), seed=-1)
+
+
+def test_chapter_preset_has_the_chapters_values():
+    cfg = preset("memory-chapter")
+    assert (cfg.sequence_length, cfg.batch_size, cfg.gamma, cfg.total_steps, cfg.capacity) == (50, 4, 0.0, 200000, 200000)
+    assert (cfg.n_warmup_steps, cfg.n_warmup_steps_critic, cfg.n_warmup_steps_actor) == (1000, 1000, 10000)
+    assert (cfg.critic_training_interval, cfg.actor_training_interval, cfg.target_entropy, cfg.alpha) == (1, 2, -4.0, 1.0)
+    assert (cfg.actor_optimizer.lr, cfg.critic_optimizer.lr, cfg.alpha_optimizer.lr) == (1e-4, 1e-3, 1e-3)
+    assert cfg.actor_optimizer.eps == 1e-7 and not cfg.shared_batch and cfg.mask_non_terminal
+    s = cfg.sampling
+    assert (s.include_first_step_in_targets, s.always_sample_from_initial_state, s.random_seq_length,
+            s.enable_nominal_sequence_length_probability, s.nominal_sequence_length_probability) == (
+        True, False, True, True, 0.5)
+    assert cfg.environment_kwargs["horizon"] == 10 and cfg.environment_kwargs["episode_step_limit"] == 2000
+
+
+def test_cli_runs_and_writes_metrics(tmp_path, capsys):
+    code = main(["train", "memory-chapter", "--seed", "1", "--steps", "300", "--log-dir", str(tmp_path),
+                 "--set", "evaluation_interval=150", "--set", "n_evaluation_episodes=1",
+                 "--set", "environment_kwargs.episode_step_limit=50", "--set", "n_warmup_steps=100",
+                 "--set", "n_warmup_steps_critic=100", "--set", "n_warmup_steps_actor=200"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Step: 0/300 Mean return:" in out and "Count " in out
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 150, 300]
+    for key in ("step", "elapsed_s", "mean_return", "std_return", "probe_correct", "probe_total"):
+        assert key in records[0]
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "nope"], "preset: expected one of"),
+    (["train", "memory-chapter", "--set", "gamma=2"], "gamma: expected a value <= 1.0"),
+    (["train", "memory-chapter", "--set", "batchsize=3"], "unknown key"),
+    (["train", "memory-chapter", "--log-dir", "/proc/memrl-cannot-write"], "memrl: error:"),
+])
+def test_cli_mistakes_print_one_line_and_exit_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
