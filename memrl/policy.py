@@ -1,0 +1,280 @@
+"""Exported policies: a trained actor in one file, run with NumPy alone.
+
+``export_policy`` writes the actor's layer configuration and parameters in the safe checkpoint
+format (:mod:`memrl.checkpoint`, nothing executes on load). :class:`Policy` loads that file and
+acts step by step, carrying the GRU states between calls, without importing ``memrl.nn`` or the
+compiled kernels (``memrl._core``), so it runs wherever NumPy does.
+
+Arithmetic is in the dtype the parameters were exported in (float32 for actors trained by memrl,
+as in training); observations are cast to it. Layer formulas are those of the training kernels:
+
+    dense:  y = act(x W^T + b)
+    GRU:    r = sigma(W_ir x + b_ir + W_hr h + b_hr)      z = sigma(W_iz x + b_iz + W_hz h + b_hz)
+            n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
+
+with gates "exact" (sigmoid, tanh) or "fast" (RLtools' Pade approximations). The actor outputs
+[mean | log-std] (B, 2A); the deterministic action is ``tanh(mean)``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from memrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+POLICY_KIND = "memrl-policy"
+POLICY_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Activations (the same formulas as memrl/_core/_activations.pxd)
+# --------------------------------------------------------------------------------------------
+
+def fast_tanh(x: np.ndarray) -> np.ndarray:
+    """RLtools' Pade tanh: x (27 + x^2) / (27 + 9 x^2) on x clamped to [-3, 3]."""
+    x = np.clip(x, -3, 3)
+    x2 = x * x
+    return x * (27 + x2) / (27 + 9 * x2)
+
+
+def fast_sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * fast_tanh(0.5 * x) + 0.5
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x gives the right limit, 0
+        return 1 / (1 + np.exp(-x))
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+ACTIVATIONS = {"identity": lambda x: x, "relu": relu, "tanh": np.tanh, "sigmoid": sigmoid,
+               "fast_tanh": fast_tanh, "fast_sigmoid": fast_sigmoid}
+GATES = {"exact": (sigmoid, np.tanh), "fast": (fast_sigmoid, fast_tanh)}
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+def export_policy(path: str | os.PathLike, actor, *, action_dim: int, log_std_min: float = -20.0,
+                  log_std_max: float = 2.0, memory_reset_interval: int | None = None,
+                  meta: dict | None = None) -> None:
+    """Write ``actor`` (a ``memrl.nn.Sequential`` with output [mean | log-std]) to one file.
+
+    ``memory_reset_interval``: wipe each row's GRU state every that many ``act`` calls (RLtools'
+    50-step memory reset), None to keep it until ``reset``. ``meta``: extra JSON stored under
+    ``"user"`` (e.g. the training config and step).
+    """
+    layers = actor.config()
+    _check_positive_int("action_dim", action_dim)
+    if actor.out_dim != 2 * action_dim:
+        raise ValueError(f"actor: expected output dim 2 * action_dim = {2 * action_dim} ([mean | log-std]), "
+                         f"got {actor.out_dim}")
+    if not log_std_min < log_std_max:
+        raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
+    if memory_reset_interval is not None:
+        _check_positive_int("memory_reset_interval", memory_reset_interval)
+    params = {name: np.array(view) for name, view in actor.named().items()}
+    _check_parameters(layers, params)
+    policy_meta = {
+        "kind": POLICY_KIND,
+        "policy_version": POLICY_VERSION,
+        "layers": layers,
+        "observation_dim": int(actor.in_dim),
+        "action_dim": int(action_dim),
+        "log_std_min": float(log_std_min),
+        "log_std_max": float(log_std_max),
+        "memory_reset_interval": memory_reset_interval,
+        "user": meta or {},
+    }
+    save_checkpoint(path, params, policy_meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Acting
+# --------------------------------------------------------------------------------------------
+
+class Policy:
+    """A loaded policy with its carried recurrent state (one row per parallel episode)."""
+
+    def __init__(self, layers: list[dict], params: dict[str, np.ndarray], *, action_dim: int,
+                 log_std_min: float = -20.0, log_std_max: float = 2.0,
+                 memory_reset_interval: int | None = None, meta: dict | None = None):
+        _check_parameters(layers, params)
+        self.layers = layers
+        self.params = params
+        self.dtype = params["0.W" if layers[0]["type"] == "dense" else "0.W_ih"].dtype
+        self.observation_dim = layers[0]["in_dim"]
+        self.action_dim = action_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.memory_reset_interval = memory_reset_interval
+        self.meta = meta or {}
+        out_dim = _out_dim(layers[-1])
+        if out_dim != 2 * action_dim:
+            raise ValueError(f"layers: expected output dim 2 * action_dim = {2 * action_dim}, got {out_dim}")
+        self.recurrent = [i for i, layer in enumerate(layers) if layer["type"] == "gru"]
+        self.state: list[np.ndarray] | None = None  # one (B, H) array per GRU layer
+        self.steps_since_reset: np.ndarray | None = None  # (B,) act calls since each row's reset
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Policy":
+        """Read a file written by :func:`export_policy` (CheckpointError if it is not one)."""
+        params, meta = load_checkpoint(path, expect_meta={"kind": POLICY_KIND})
+        version = meta.get("policy_version")
+        if version != POLICY_VERSION:
+            raise CheckpointError(f"policy {path}: policy_version: expected {POLICY_VERSION}, found {version!r}")
+        try:
+            return cls(meta["layers"], params, action_dim=meta["action_dim"], log_std_min=meta["log_std_min"],
+                       log_std_max=meta["log_std_max"], memory_reset_interval=meta["memory_reset_interval"],
+                       meta=meta.get("user"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"policy {path}: inconsistent contents ({type(error).__name__}: {error})") from error
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.steps_since_reset is None else len(self.steps_since_reset)
+
+    def reset(self, batch_size: int = 1) -> None:
+        """Start ``batch_size`` fresh episodes: every GRU state zero."""
+        _check_positive_int("batch_size", batch_size)
+        self.state = [np.zeros((batch_size, self.layers[i]["hidden_dim"]), self.dtype) for i in self.recurrent]
+        self.steps_since_reset = np.zeros(batch_size, np.int64)
+
+    def reset_rows(self, mask) -> None:
+        """Zero the GRU state of the rows where ``mask`` (B,) is true (episodes that ended)."""
+        mask = np.asarray(mask)
+        if self.steps_since_reset is None:
+            raise RuntimeError("reset_rows: no batch yet; call reset(batch_size) or act first")
+        if mask.dtype != np.bool_ or mask.shape != (self.batch_size,):
+            raise ValueError(f"mask: expected a bool array of shape ({self.batch_size},), "
+                             f"got {mask.dtype.name} {mask.shape}")
+        for h in self.state:
+            h[mask] = 0
+        self.steps_since_reset[mask] = 0
+
+    def act(self, observation, noise: np.ndarray | None = None) -> np.ndarray:
+        """Actions for observation (B, O) -> (B, A), or (O,) -> (A,); advances the GRU states.
+
+        Deterministic ``tanh(mean)`` unless ``noise`` (same batch shape as the actions, standard
+        normal) is given: then ``tanh(mean + exp(clip(log_std)) * noise)``, as in training.
+        Observations are cast to the parameters' dtype. Without an earlier ``reset(B)``, the
+        first call starts B episodes; afterwards the batch size must stay B until ``reset``.
+        """
+        x = np.asarray(observation)
+        single = x.ndim == 1
+        if single:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.observation_dim:
+            raise ValueError(f"observation: expected shape (B, {self.observation_dim}) or ({self.observation_dim},), "
+                             f"got {np.shape(observation)}")
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"observation: expected numbers, got dtype {x.dtype}")
+        x = x.astype(self.dtype, copy=False)
+        if not np.isfinite(x).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+            raise ValueError(f"observation: expected finite values, got {x[bad]} at index {bad}")
+        B, A = x.shape[0], self.action_dim
+        if self.batch_size is not None and B != self.batch_size:
+            raise ValueError(f"observation: expected batch size {self.batch_size} (the current episodes), got {B}; "
+                             f"call reset({B}) to start new ones")
+        if noise is not None:
+            noise = np.asarray(noise, dtype=np.float64)
+            want = (A,) if single else (B, A)
+            if noise.shape != want:
+                raise ValueError(f"noise: expected shape {want} (one value per action), got {noise.shape}")
+            noise = noise.reshape(B, A)
+        if self.batch_size is None:
+            self.reset(B)
+        if self.memory_reset_interval is not None:
+            self.reset_rows(self.steps_since_reset >= self.memory_reset_interval)
+        out = self._forward(x)
+        self.steps_since_reset += 1
+        if noise is None:
+            action = np.tanh(out[:, :A])
+        else:
+            log_std = np.clip(out[:, A:].astype(np.float64), self.log_std_min, self.log_std_max)
+            action = np.tanh(out[:, :A].astype(np.float64) + np.exp(log_std) * noise).astype(self.dtype)
+        return action[0] if single else action
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """One step through every layer; updates the GRU states in place."""
+        k = 0
+        for i, layer in enumerate(self.layers):
+            p = {name: self.params[f"{i}.{name}"] for name in _parameter_shapes(layer)}
+            if layer["type"] == "dense":
+                x = ACTIVATIONS[layer["activation"]](x @ p["W"].T + p["b"])
+            else:
+                h = self.state[k]
+                x = gru_step(x, h, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"], gates=layer["gates"])
+                h[...] = x
+                k += 1
+        return x
+
+
+def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, *, gates: str = "exact") -> np.ndarray:
+    """One GRU step: x (B, I), h (B, H) -> h' (B, H); gate order r, z, n."""
+    gate, candidate = GATES[gates]
+    H = h.shape[1]
+    gx = x @ W_ih.T + b_ih
+    gh = h @ W_hh.T + b_hh
+    r = gate(gx[:, :H] + gh[:, :H])
+    z = gate(gx[:, H:2 * H] + gh[:, H:2 * H])
+    n = candidate(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+def _parameter_shapes(layer: dict) -> dict[str, tuple[int, ...]]:
+    if layer["type"] == "dense":
+        return {"W": (layer["out_dim"], layer["in_dim"]), "b": (layer["out_dim"],)}
+    H, I = layer["hidden_dim"], layer["in_dim"]
+    return {"W_ih": (3 * H, I), "W_hh": (3 * H, H), "b_ih": (3 * H,), "b_hh": (3 * H,)}
+
+
+def _out_dim(layer: dict) -> int:
+    return layer["out_dim"] if layer["type"] == "dense" else layer["hidden_dim"]
+
+
+def _check_parameters(layers: list[dict], params: dict[str, np.ndarray]) -> None:
+    """Layer configs chain and are known; parameters are exactly those the configs need."""
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"layers: expected a non-empty list of layer configs, got {layers!r}")
+    expected = {}
+    for i, layer in enumerate(layers):
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        if kind == "dense":
+            if layer.get("activation") not in ACTIVATIONS:
+                raise ValueError(f"layers[{i}].activation: expected one of {sorted(ACTIVATIONS)}, "
+                                 f"got {layer.get('activation')!r}")
+        elif kind == "gru":
+            if layer.get("gates") not in GATES:
+                raise ValueError(f"layers[{i}].gates: expected one of {sorted(GATES)}, got {layer.get('gates')!r}")
+        else:
+            raise ValueError(f"layers[{i}].type: expected 'dense' or 'gru', got {kind!r}")
+        if i > 0 and layer["in_dim"] != _out_dim(layers[i - 1]):
+            raise ValueError(f"layers[{i}].in_dim: expected {_out_dim(layers[i - 1])} (output of layers[{i - 1}]), "
+                             f"got {layer['in_dim']}")
+        for name, shape in _parameter_shapes(layer).items():
+            expected[f"{i}.{name}"] = shape
+    if set(params) != set(expected):
+        raise ValueError(f"params: expected names {sorted(expected)}, got {sorted(params)}")
+    dtypes = {params[name].dtype for name in expected}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"params: expected one dtype, float32 or float64, got {sorted(map(str, dtypes))}")
+    for name, shape in expected.items():
+        if params[name].shape != shape:
+            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {params[name].shape}")
+        if not np.isfinite(params[name]).all():
+            raise ValueError(f"params[{name!r}]: expected finite values")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
