@@ -157,7 +157,7 @@ def test_make_registry():
     assert isinstance(env, MemoryEnv) and env.horizon == 5
     assert ENVIRONMENTS["memory"] is MemoryEnv
     with pytest.raises(ValueError, match="memory"):
-        make("pendulum")
+        make("cartpole")
 
 
 def test_bounds_and_dims():

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from memrl.envs.memory import MemoryEnv
+from memrl.envs.pendulum import PendulumEnv
 
-ENVIRONMENTS: dict[str, Callable[..., Any]] = {"memory": MemoryEnv}
+ENVIRONMENTS: dict[str, Callable[..., Any]] = {"memory": MemoryEnv, "pendulum": PendulumEnv}
 
 
 def make(name: str, **kwargs: Any) -> Any:
@@ -17,4 +18,6 @@ def make(name: str, **kwargs: Any) -> Any:
     return factory(**kwargs)
 
 
-__all__ = ["ENVIRONMENTS", "MemoryEnv", "make"]
+# Gymnasium interoperability (``GymnasiumEnv``, ``make_env``, ``register_environments``) lives in
+# ``memrl.envs.gym``; it needs the optional ``gymnasium`` dependency only when used.
+__all__ = ["ENVIRONMENTS", "MemoryEnv", "PendulumEnv", "make"]
