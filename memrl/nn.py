@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from memrl._core import _adam, _dense, _gru, _head
+from memrl._core._network import SequencePlan, StepPlan
 
 ACTIVATIONS = dict(_dense.ACTIVATIONS)
 GATE_MODES = {"exact": _gru.EXACT, "fast": _gru.FAST}
@@ -115,23 +116,13 @@ class Dense(Layer):
         return {"pre": pre, "y": pre if self.act == 0 else np.zeros((N, O), dtype),
                 "dpre": np.zeros((N, O), dtype), "dx": np.zeros((N, self.in_dim), dtype)}
 
-    def forward(self, ws, x2d, reset, h0):
-        ws["x"] = x2d
-        _dense.forward(x2d, self.p["W"], self.p["b"], ws["pre"], ws["y"], self.act)
-        return ws["y"]
-
-    def backward(self, ws, dy2d, need_dx, ignore_resets=False):
-        dx = ws["dx"] if need_dx else None
-        _dense.backward(ws["x"], self.p["W"], ws["pre"], ws["y"], dy2d, self.g["W"], self.g["b"],
-                        dx, ws["dpre"], self.act)
-        return dx
+    def plan_spec(self, ws):
+        return {"kind": "dense", "in_dim": self.in_dim, "out_dim": self.out_dim, "code": self.act,
+                "params": self.p, "grads": self.g, "ws": ws}
 
     def step_workspace(self, B, dtype):
-        return self.workspace(1, B, dtype)
-
-    def step(self, ws, x2d, state, reset):
-        _dense.forward(x2d, self.p["W"], self.p["b"], ws["pre"], ws["y"], self.act)
-        return ws["y"]
+        pre = np.zeros((B, self.out_dim), dtype)
+        return {"pre": pre, "y": pre if self.act == 0 else np.zeros((B, self.out_dim), dtype)}
 
 
 class GRU(Layer):
@@ -169,44 +160,15 @@ class GRU(Layer):
         z = lambda *s: np.zeros(s, dtype)  # noqa: E731
         return {"h": z(T, B, H), "preact": z(T, B, 3 * H), "gates": z(T, B, 3 * H), "hn": z(T, B, H),
                 "h_prev": z(T, B, H), "W_hh_T": z(H, 3 * H), "gh": z(B, 3 * H), "G": z(T, B, 3 * H),
-                "Gh": z(T, B, 3 * H), "carry": z(B, H), "dhp": z(B, H), "dx": z(T, B, I),
-                "dh0": z(B, H), "zeros": z(B, H)}
+                "Gh": z(T, B, 3 * H), "carry": z(B, H), "dhp": z(B, H), "dx": z(T * B, I),
+                "dh0": z(B, H), "zeros": z(B, H), "h_prev_continuous": z(T, B, H)}
 
-    def forward(self, ws, x2d, reset, h0):
-        T, B = ws["h"].shape[:2]
-        x = x2d.reshape(T, B, self.in_dim)
-        ws["x"], ws["reset"] = x, reset
-        p = self.p
-        _gru.forward(x, ws["zeros"] if h0 is None else h0, reset, p["W_ih"], p["W_hh"], p["b_ih"],
-                     p["b_hh"], ws["h"], ws["preact"], ws["gates"], ws["hn"], ws["h_prev"],
-                     ws["W_hh_T"], ws["gh"], self.mode)
-        return ws["h"].reshape(T * B, self.hidden_dim)
-
-    def backward(self, ws, dy2d, need_dx, ignore_resets=False):
-        T, B = ws["h"].shape[:2]
-        p, g = self.p, self.g
-        dx = ws["dx"] if need_dx else None
-        reset, h_prev = ws["reset"], ws["h_prev"]
-        if ignore_resets and reset is not None:
-            # RLtools' quirk: backpropagate as if the window were one continuous sequence, taking
-            # each step's previous state from the previous output even where the forward reset.
-            h_prev = ws.setdefault("h_prev_continuous", np.zeros_like(ws["h_prev"]))
-            h_prev[0] = ws["h_prev"][0]
-            h_prev[1:] = ws["h"][:-1]
-            reset = None
-        _gru.backward(ws["x"], reset, p["W_ih"], p["W_hh"], ws["preact"], ws["gates"], ws["hn"],
-                      h_prev, dy2d.reshape(T, B, self.hidden_dim), g["W_ih"], g["W_hh"],
-                      g["b_ih"], g["b_hh"], dx, ws["dh0"], ws["G"], ws["Gh"], ws["carry"], ws["dhp"],
-                      self.mode)
-        return None if dx is None else dx.reshape(T * B, self.in_dim)
+    def plan_spec(self, ws):
+        return {"kind": "gru", "in_dim": self.in_dim, "out_dim": self.hidden_dim, "code": self.mode,
+                "params": self.p, "grads": self.g, "ws": ws}
 
     def step_workspace(self, B, dtype):
         return {"gx": np.zeros((B, 3 * self.hidden_dim), dtype), "gh": np.zeros((B, 3 * self.hidden_dim), dtype)}
-
-    def step(self, ws, x2d, state, reset):
-        p = self.p
-        _gru.step(x2d, state, reset, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"], ws["gx"], ws["gh"], self.mode)
-        return state
 
 
 def _check_dim(name, value, allow_zero=False):
@@ -284,9 +246,8 @@ class Sequential:
                     self.is_bias[s.offset:s.offset + s.size] = 1
         self.recurrent = [i for i, layer in enumerate(layers) if isinstance(layer, GRU)]
         self._state_index = [self.recurrent.index(i) if i in self.recurrent else -1 for i in range(len(layers))]
-        self._workspaces: dict[tuple[int, int], list[dict]] = {}
-        self._step_workspaces: dict[int, list[dict]] = {}
-        self._forwarded: dict[tuple[int, int], bool] = {}
+        self._workspaces: dict[tuple[int, int], _Workspace] = {}
+        self._step_plans: dict[tuple, _StepWorkspace] = {}
         if seed is not None:
             self.init(seed)
 
@@ -331,17 +292,17 @@ class Sequential:
 
     # -- sequences ----------------------------------------------------------------------------
 
-    def _workspace(self, T: int, B: int) -> list[dict]:
+    def _workspace(self, T: int, B: int) -> "_Workspace":
         ws = self._workspaces.get((T, B))
         if ws is None:
             if len(self._workspaces) >= MAX_CACHED_SHAPES:
-                oldest = next(iter(self._workspaces))
-                del self._workspaces[oldest]
-                self._forwarded.pop(oldest, None)
-            ws = [layer.workspace(T, B, self.dtype) for layer in self.layers]
-            ws[0]["x_copy"] = np.zeros((T * B, self.in_dim), self.dtype)
-            self._workspaces[(T, B)] = ws
+                del self._workspaces[next(iter(self._workspaces))]
+            ws = self._workspaces[(T, B)] = _Workspace(self, T, B)
         return ws
+
+    def plan(self, T: int, B: int) -> SequencePlan:
+        """The compiled forward/backward plan of shape (T, B) (its buffers are this model's)."""
+        return self._workspace(T, B).plan
 
     def forward(self, x: np.ndarray, reset: np.ndarray | None = None,
                 h0: Sequence[np.ndarray | None] | None = None, *, check: bool = True) -> np.ndarray:
@@ -349,45 +310,45 @@ class Sequential:
 
         ``reset`` (T, B) bool/uint8: sample b restarts every recurrent layer from its initial state
         at step t (step 0 always does). ``h0``: one (B, H) initial state per recurrent layer
-        (None = zeros).
+        (None = zeros). ``check=False`` skips the finiteness scan, not the shape and dtype checks.
         """
         if check:
             check_array("x", x, self.dtype, (None, None, self.in_dim))
+            h0 = self._check_h0(h0, x.shape[1])
+        elif (x.dtype != self.dtype or x.ndim != 3 or x.shape[2] != self.in_dim
+              or not x.flags.c_contiguous):
+            check_array("x", x, self.dtype, (None, None, self.in_dim), finite=False)
         T, B = x.shape[:2]
         reset = as_mask("reset", reset, (T, B))
-        h0 = self._check_h0(h0, B) if check else h0
         ws = self._workspace(T, B)
-        xin = ws[0]["x_copy"]
-        xin[...] = x.reshape(T * B, self.in_dim)
-        out = xin
-        for i, layer in enumerate(self.layers):
-            k = self._state_index[i]
-            out = layer.forward(ws[i], out, reset, None if (h0 is None or k < 0) else h0[k])
-        self._forwarded[(T, B)] = True
-        return out.reshape(T, B, self.out_dim)
+        if h0 is not None or ws.custom_h0:
+            ws.plan.set_initial_states(list(h0) if h0 is not None else [])
+            ws.custom_h0 = h0 is not None
+        ws.plan.forward(x, reset)
+        ws.forwarded = True
+        return ws.output
 
     def backward(self, dy: np.ndarray, *, need_dx: bool = True, check: bool = True,
                  ignore_resets: bool = False) -> np.ndarray | None:
         """Backpropagate dy (T, B, out_dim) through the last forward of that shape.
 
         ACCUMULATES into ``grads``; returns dx (T, B, in_dim) (a workspace array) or None.
-        ``ignore_resets`` reproduces an RLtools quirk (see ``GRU.backward``); not a gradient.
+        ``ignore_resets`` reproduces an RLtools quirk (backpropagating as if the window were one
+        continuous sequence); it is not the gradient of the forward.
         """
-        if check:
-            check_array("dy", dy, self.dtype, (None, None, self.out_dim))
+        if check or dy.dtype != self.dtype or dy.ndim != 3 or not dy.flags.c_contiguous:
+            check_array("dy", dy, self.dtype, (None, None, self.out_dim), finite=check)
         T, B = dy.shape[:2]
-        if not self._forwarded.get((T, B)):
+        ws = self._workspaces.get((T, B))
+        if ws is None or not ws.forwarded:
             raise RuntimeError(f"backward: no forward pass with (T, B) = ({T}, {B}) to backpropagate through")
-        ws = self._workspaces[(T, B)]
-        grad = dy.reshape(T * B, self.out_dim)
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(ws[i], grad, need_dx or i > 0, ignore_resets)
-        return None if grad is None else grad.reshape(T, B, self.in_dim)
+        ws.plan.backward(dy, need_dx, ignore_resets)
+        return ws.dx if need_dx else None
 
     def initial_state_grads(self, T: int, B: int) -> list[np.ndarray]:
         """dL/dh0 (B, H) of each recurrent layer from the last backward with shape (T, B)."""
         ws = self._workspaces[(T, B)]
-        return [ws[i]["dh0"] for i in self.recurrent]
+        return [ws.layers[i]["dh0"] for i in self.recurrent]
 
     def _check_h0(self, h0, B):
         if h0 is None:
@@ -420,14 +381,16 @@ class Sequential:
                 raise ValueError(f"state: expected {len(self.recurrent)} arrays (one per GRU), got {len(state)}")
             for k, i in enumerate(self.recurrent):
                 check_array(f"state[{k}]", state[k], self.dtype, (B, self.layers[i].hidden_dim))
-        ws = self._step_workspaces.get(B)
-        if ws is None:
-            ws = self._step_workspaces[B] = [layer.step_workspace(B, self.dtype) for layer in self.layers]
-        out = x
-        for i, layer in enumerate(self.layers):
-            k = self._state_index[i]
-            out = layer.step(ws[i], out, state[k] if k >= 0 else None, reset)
-        return out
+        key = (B,) + tuple(id(h) for h in state)
+        plan = self._step_plans.get(key)
+        if plan is None:
+            if len(self._step_plans) >= MAX_CACHED_SHAPES:
+                del self._step_plans[next(iter(self._step_plans))]
+            plan = self._step_plans[key] = _StepWorkspace(self, B, state)
+        if x.dtype != self.dtype or x.shape != (B, self.in_dim) or not x.flags.c_contiguous:
+            check_array("x", x, self.dtype, (B, self.in_dim), finite=False)
+        plan.plan.step(x, reset)
+        return plan.output
 
     # -- optimisation -----------------------------------------------------------------------
 
@@ -439,6 +402,33 @@ class Sequential:
     def polyak_from(self, source: "Sequential", tau: float) -> None:
         """params <- (1 - tau) params + tau source.params."""
         _adam.polyak(self.params, source.params, tau)
+
+
+class _Workspace:
+    """Buffers of one (T, B) shape and the compiled plan that runs over them."""
+
+    def __init__(self, model: Sequential, T: int, B: int):
+        self.layers = [layer.workspace(T, B, model.dtype) for layer in model.layers]
+        self.x = np.zeros((T * B, model.in_dim), model.dtype)
+        self.plan = SequencePlan([layer.plan_spec(ws) for layer, ws in zip(model.layers, self.layers)],
+                                 self.x, T, B, model.dtype == np.float64)
+        last = self.layers[-1]
+        self.output = (last["h"] if "h" in last else last["y"]).reshape(T, B, model.out_dim)
+        self.dx = self.layers[0]["dx"].reshape(T, B, model.in_dim)
+        self.forwarded = False
+        self.custom_h0 = False
+
+
+class _StepWorkspace:
+    """Step buffers for a batch of carried states, and the compiled step plan."""
+
+    def __init__(self, model: Sequential, B: int, state: list[np.ndarray]):
+        self.layers = [layer.step_workspace(B, model.dtype) for layer in model.layers]
+        self.state = state
+        self.plan = StepPlan([layer.plan_spec(ws) for layer, ws in zip(model.layers, self.layers)],
+                             list(state), B, model.dtype == np.float64)
+        last = self.layers[-1]
+        self.output = state[-1] if "gx" in last else last["y"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ Input ``pre`` (N, 2A): columns [0, A) are the mean mu, [A, 2A) the log-std l. Wi
 Backward takes dL/da (N, A) and dL/dlogpi (N,) (per-sample weights; either may be None) and
 OVERWRITES dL/dpre (N, 2A). It is the exact gradient of the formulas above with eps held fixed
 (the reparameterisation), including the 1e-6 inside the log; the log-std gradient is zero where
-the clamp is active (outside [min, max]).
+the clamp is active (outside [min, max]). ``1 - a^2`` is computed as ``sech(u)^2`` in double
+precision, which keeps ``log pi`` and its gradient accurate where ``|a|`` is close to 1.
 """
 from cython cimport floating
-from libc.math cimport exp, log, tanh
+from libc.math cimport cosh, exp, log, tanh
 
 cdef double HALF_LOG_2PI = 0.91893853320467274178
 LOG_PROB_EPSILON = 1e-6
@@ -21,7 +22,7 @@ LOG_PROB_EPSILON = 1e-6
 cdef void head_fwd(int N, int A, const floating* pre, const floating* eps, floating* a,
                    floating* logp, double lo, double hi) noexcept nogil:
     cdef int n, i
-    cdef double mu, l, sigma, e, act, lp
+    cdef double mu, l, sigma, e, act, lp, sech
     for n in range(N):
         lp = 0
         for i in range(A):
@@ -35,7 +36,9 @@ cdef void head_fwd(int N, int A, const floating* pre, const floating* eps, float
             e = 0 if eps == NULL else eps[n * A + i]
             act = tanh(mu + sigma * e)
             a[n * A + i] = <floating>act
-            lp += -HALF_LOG_2PI - l - 0.5 * e * e - log(1 - act * act + 1e-6)
+            # 1 - tanh(u)^2 as sech(u)^2: no cancellation where |a| is close to 1
+            sech = 1.0 / cosh(mu + sigma * e)
+            lp += -HALF_LOG_2PI - l - 0.5 * e * e - log(sech * sech + 1e-6)
         logp[n] = <floating>lp
 
 
@@ -43,14 +46,16 @@ cdef void head_bwd(int N, int A, const floating* pre, const floating* eps, const
                    const floating* da, const floating* dlogp, floating* dpre,
                    double lo, double hi) noexcept nogil:
     cdef int n, i
-    cdef double l, sigma, e, act, one_m_a2, du, wl, dlc
+    cdef double l, lc, sigma, e, act, one_m_a2, du, wl, dlc, sech
     for n in range(N):
         wl = 0 if dlogp == NULL else dlogp[n]
         for i in range(A):
             l = pre[n * 2 * A + A + i]
-            act = a[n * A + i]
-            one_m_a2 = 1 - act * act
+            lc = lo if l < lo else (hi if l > hi else l)
             e = 0 if eps == NULL else eps[n * A + i]
+            act = tanh(pre[n * 2 * A + i] + exp(lc) * e)
+            sech = 1.0 / cosh(pre[n * 2 * A + i] + exp(lc) * e)
+            one_m_a2 = sech * sech
             du = 0 if da == NULL else da[n * A + i] * one_m_a2
             # d/du of -ln(1 - tanh(u)^2 + 1e-6) = 2 a (1 - a^2) / (1 - a^2 + 1e-6)
             du += wl * 2 * act * one_m_a2 / (one_m_a2 + 1e-6)

@@ -1,0 +1,58 @@
+from cython cimport floating
+
+cdef struct LayerPlan:
+    int kind            # 0 dense, 1 GRU
+    int in_dim
+    int out_dim
+    int code            # activation (dense) or gate mode (GRU)
+    void* x             # input (T*B, in_dim): the plan's input copy or the previous layer's output
+    void* out           # output (T*B, out_dim)
+    void* W             # dense W / GRU W_ih
+    void* b             # dense b / GRU b_ih
+    void* W_hh
+    void* b_hh
+    void* dW
+    void* db
+    void* dW_hh
+    void* db_hh
+    void* pre
+    void* y
+    void* dpre
+    void* dx
+    void* h
+    void* preact
+    void* gates
+    void* hn
+    void* h_prev
+    void* W_hh_T
+    void* gh
+    void* G
+    void* Gh
+    void* carry
+    void* dhp
+    void* dh0
+    void* h0
+    void* h0_default
+    void* h_prev_cont
+
+
+cdef class SequencePlan:
+    cdef LayerPlan* layers
+    cdef int n_layers, T, B, in_dim, out_dim
+    cdef bint is_double
+    cdef void* x
+    cdef const unsigned char* reset
+    cdef object _keep
+    cdef object _keep_h0
+
+
+cdef class StepPlan:
+    cdef LayerPlan* layers
+    cdef int n_layers, B
+    cdef bint is_double
+    cdef object _keep
+
+
+cdef void plan_forward(SequencePlan plan, floating* dummy=*) noexcept nogil
+cdef void plan_backward(SequencePlan plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil
+cdef void plan_step(StepPlan plan, floating* x, const unsigned char* reset) noexcept nogil

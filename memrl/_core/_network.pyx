@@ -1,0 +1,263 @@
+"""Whole-network forward and backward in one call.
+
+A ``SequencePlan`` binds, once, a network's layers, its parameter and gradient views and the
+workspace of one (T, B) shape to raw pointers. Each ``forward``/``backward`` then crosses from
+Python into C once, instead of once per layer: handling a kernel's dozen buffer arguments costs
+a few microseconds, as much as a whole GRU time step of the chapter's networks. The same plan is
+used from C by the fused SAC updates (``memrl._core._sac``).
+
+Layer semantics are those of ``memrl._core._dense`` and ``memrl._core._gru``; the plan only
+chains them: layer i reads layer i-1's output buffer, backward passes dx down the stack.
+Nothing is allocated per call and the GIL is released.
+"""
+from cython cimport floating
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+from memrl._core._dense cimport dense_fwd, dense_bwd
+from memrl._core._gru cimport gru_fwd, gru_bwd, gru_step_fwd
+
+
+cdef size_t _addr(arr) except? 0:
+    """Address of a C-contiguous NumPy array's data (arrays are kept alive by the plan)."""
+    if arr is None:
+        return 0
+    if not arr.flags.c_contiguous:
+        raise ValueError("plan buffers must be C-contiguous")
+    return <size_t>arr.__array_interface__["data"][0]
+
+
+cdef class SequencePlan:
+    """Forward/backward of a Dense/GRU stack for one (T, B), over preallocated buffers.
+
+    ``layers``: list of dicts from ``memrl.nn`` layers: ``kind`` ("dense"/"gru"), ``in_dim``,
+    ``out_dim``, ``code`` (activation or gate mode), ``params``/``grads`` (name -> view) and
+    ``ws`` (name -> workspace array). ``x`` is the (T*B, in_dim) input copy buffer.
+    """
+
+    def __cinit__(self, list layers, x, int T, int B, bint is_double):
+        cdef int n = len(layers), i
+        self.n_layers = n
+        self.T = T
+        self.B = B
+        self.is_double = is_double
+        self.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
+        if self.layers == NULL:
+            raise MemoryError()
+        self._keep = [layers, x]
+        self.x = <void*>_addr(x)
+        self.in_dim = layers[0]["in_dim"]
+        self.out_dim = layers[n - 1]["out_dim"]
+        self.reset = NULL
+        for i in range(n):
+            spec = layers[i]
+            p, g, ws = spec["params"], spec["grads"], spec["ws"]
+            lp = &self.layers[i]
+            lp.in_dim = spec["in_dim"]
+            lp.out_dim = spec["out_dim"]
+            lp.code = spec["code"]
+            if spec["kind"] == "dense":
+                lp.kind = 0
+                lp.W = <void*>_addr(p["W"])
+                lp.b = <void*>_addr(p["b"])
+                lp.dW = <void*>_addr(g["W"])
+                lp.db = <void*>_addr(g["b"])
+                lp.pre = <void*>_addr(ws["pre"])
+                lp.y = <void*>_addr(ws["y"])
+                lp.dpre = <void*>_addr(ws["dpre"])
+                lp.dx = <void*>_addr(ws["dx"])
+                lp.out = lp.y
+            else:
+                lp.kind = 1
+                lp.W = <void*>_addr(p["W_ih"])
+                lp.W_hh = <void*>_addr(p["W_hh"])
+                lp.b = <void*>_addr(p["b_ih"])
+                lp.b_hh = <void*>_addr(p["b_hh"])
+                lp.dW = <void*>_addr(g["W_ih"])
+                lp.dW_hh = <void*>_addr(g["W_hh"])
+                lp.db = <void*>_addr(g["b_ih"])
+                lp.db_hh = <void*>_addr(g["b_hh"])
+                for name in ("h", "preact", "gates", "hn", "h_prev", "W_hh_T", "gh", "G", "Gh", "carry", "dhp",
+                             "dx", "dh0", "zeros", "h_prev_continuous"):
+                    if name not in ws:
+                        raise ValueError(f"layers[{i}].ws: missing GRU workspace {name!r}")
+                lp.h = <void*>_addr(ws["h"])
+                lp.preact = <void*>_addr(ws["preact"])
+                lp.gates = <void*>_addr(ws["gates"])
+                lp.hn = <void*>_addr(ws["hn"])
+                lp.h_prev = <void*>_addr(ws["h_prev"])
+                lp.W_hh_T = <void*>_addr(ws["W_hh_T"])
+                lp.gh = <void*>_addr(ws["gh"])
+                lp.G = <void*>_addr(ws["G"])
+                lp.Gh = <void*>_addr(ws["Gh"])
+                lp.carry = <void*>_addr(ws["carry"])
+                lp.dhp = <void*>_addr(ws["dhp"])
+                lp.dx = <void*>_addr(ws["dx"])
+                lp.dh0 = <void*>_addr(ws["dh0"])
+                lp.h0 = <void*>_addr(ws["zeros"])
+                lp.h0_default = lp.h0
+                lp.h_prev_cont = <void*>_addr(ws["h_prev_continuous"])
+                lp.out = lp.h
+        for i in range(n):
+            self.layers[i].x = self.x if i == 0 else self.layers[i - 1].out
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    @property
+    def output_address(self):
+        return <size_t>self.layers[self.n_layers - 1].out
+
+    def set_initial_states(self, list states):
+        """Point each GRU at an initial state (B, H) array, or None for zeros (kept alive here)."""
+        cdef int i, k = 0
+        self._keep_h0 = list(states)
+        for i in range(self.n_layers):
+            if self.layers[i].kind == 1:
+                state = states[k] if k < len(states) else None
+                self.layers[i].h0 = self.layers[i].h0_default if state is None else <void*>_addr(state)
+                k += 1
+
+    def forward(self, x, reset):
+        """x: (T, B, in_dim) array of the plan's dtype (copied in); reset: (T, B) uint8 or None."""
+        cdef size_t xa = _addr(x)
+        cdef size_t ra = _addr(reset)
+        with nogil:
+            memcpy(self.x, <void*>xa, self.T * self.B * self.in_dim * (8 if self.is_double else 4))
+            self.reset = <const unsigned char*>ra
+            if self.is_double:
+                plan_forward[double](self)
+            else:
+                plan_forward[float](self)
+
+    def backward(self, dy, bint need_dx, bint ignore_resets=False):
+        """dy: (T, B, out_dim); accumulates parameter gradients; dx lands in layer 0's ``dx``."""
+        cdef size_t da = _addr(dy)
+        with nogil:
+            if self.is_double:
+                plan_backward[double](self, <double*>da, need_dx, ignore_resets)
+            else:
+                plan_backward[float](self, <float*>da, need_dx, ignore_resets)
+
+
+cdef void plan_forward(SequencePlan plan, floating* dummy=NULL) noexcept nogil:
+    cdef int i, N = plan.T * plan.B
+    cdef LayerPlan* lp
+    for i in range(plan.n_layers):
+        lp = &plan.layers[i]
+        if lp.kind == 0:
+            dense_fwd(N, lp.in_dim, lp.out_dim, <floating*>lp.x, <floating*>lp.W, <floating*>lp.b,
+                      <floating*>lp.pre, <floating*>lp.y, lp.code)
+        else:
+            gru_fwd(plan.T, plan.B, lp.in_dim, lp.out_dim, <floating*>lp.x, <floating*>lp.h0, plan.reset,
+                    <floating*>lp.W, <floating*>lp.W_hh, <floating*>lp.b, <floating*>lp.b_hh,
+                    <floating*>lp.h, <floating*>lp.preact, <floating*>lp.gates, <floating*>lp.hn,
+                    <floating*>lp.h_prev, <floating*>lp.W_hh_T, <floating*>lp.gh, lp.code)
+
+
+cdef void plan_backward(SequencePlan plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil:
+    cdef int i, N = plan.T * plan.B, H, b
+    cdef LayerPlan* lp
+    cdef floating* g = dy
+    cdef floating* dx
+    cdef floating* hp
+    cdef const unsigned char* reset
+    for i in range(plan.n_layers - 1, -1, -1):
+        lp = &plan.layers[i]
+        dx = <floating*>lp.dx if (i > 0 or need_dx) else NULL
+        if lp.kind == 0:
+            dense_bwd(N, lp.in_dim, lp.out_dim, <floating*>lp.x, <floating*>lp.W, <floating*>lp.pre,
+                      <floating*>lp.y, g, <floating*>lp.dW, <floating*>lp.db, dx, <floating*>lp.dpre, lp.code)
+        else:
+            H = lp.out_dim
+            hp = <floating*>lp.h_prev
+            reset = plan.reset
+            if ignore_resets and reset != NULL:
+                # RLtools' quirk: backpropagate as if the window were one continuous sequence.
+                hp = <floating*>lp.h_prev_cont
+                memcpy(hp, lp.h_prev, plan.B * H * sizeof(floating))
+                if plan.T > 1:
+                    memcpy(hp + plan.B * H, lp.h, (plan.T - 1) * plan.B * H * sizeof(floating))
+                reset = NULL
+            gru_bwd(plan.T, plan.B, lp.in_dim, H, <floating*>lp.x, reset, <floating*>lp.W,
+                    <floating*>lp.W_hh, <floating*>lp.preact, <floating*>lp.gates, <floating*>lp.hn, hp, g,
+                    <floating*>lp.dW, <floating*>lp.dW_hh, <floating*>lp.db, <floating*>lp.db_hh, dx,
+                    <floating*>lp.dh0, <floating*>lp.G, <floating*>lp.Gh, <floating*>lp.carry,
+                    <floating*>lp.dhp, lp.code)
+        g = dx
+
+
+cdef class StepPlan:
+    """One step of a Dense/GRU stack for a batch of carried states (acting), in one call.
+
+    ``layers`` as for SequencePlan, with step workspaces (dense: ``pre``, ``y``; gru: ``gx``,
+    ``gh``) and ``states``: one (B, H) array per GRU, advanced in place.
+    """
+
+    def __cinit__(self, list layers, list states, int B, bint is_double):
+        cdef int n = len(layers), i, k = 0
+        self.n_layers = n
+        self.B = B
+        self.is_double = is_double
+        self.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
+        if self.layers == NULL:
+            raise MemoryError()
+        self._keep = [layers, states]
+        for i in range(n):
+            spec = layers[i]
+            p, ws = spec["params"], spec["ws"]
+            lp = &self.layers[i]
+            lp.in_dim = spec["in_dim"]
+            lp.out_dim = spec["out_dim"]
+            lp.code = spec["code"]
+            if spec["kind"] == "dense":
+                lp.kind = 0
+                lp.W = <void*>_addr(p["W"])
+                lp.b = <void*>_addr(p["b"])
+                lp.pre = <void*>_addr(ws["pre"])
+                lp.y = <void*>_addr(ws["y"])
+                lp.out = lp.y
+            else:
+                lp.kind = 1
+                lp.W = <void*>_addr(p["W_ih"])
+                lp.W_hh = <void*>_addr(p["W_hh"])
+                lp.b = <void*>_addr(p["b_ih"])
+                lp.b_hh = <void*>_addr(p["b_hh"])
+                lp.preact = <void*>_addr(ws["gx"])
+                lp.gh = <void*>_addr(ws["gh"])
+                lp.h = <void*>_addr(states[k])
+                lp.out = lp.h
+                k += 1
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    @property
+    def output_address(self):
+        return <size_t>self.layers[self.n_layers - 1].out
+
+    def step(self, x, reset):
+        """x: (B, in_dim) of the plan's dtype; reset: (B,) uint8 or None (rows restart from zeros)."""
+        cdef size_t xa = _addr(x)
+        cdef size_t ra = _addr(reset)
+        with nogil:
+            if self.is_double:
+                plan_step[double](self, <double*>xa, <const unsigned char*>ra)
+            else:
+                plan_step[float](self, <float*>xa, <const unsigned char*>ra)
+
+
+cdef void plan_step(StepPlan plan, floating* x, const unsigned char* reset) noexcept nogil:
+    cdef int i
+    cdef LayerPlan* lp
+    cdef floating* inp = x
+    for i in range(plan.n_layers):
+        lp = &plan.layers[i]
+        if lp.kind == 0:
+            dense_fwd(plan.B, lp.in_dim, lp.out_dim, inp, <floating*>lp.W, <floating*>lp.b,
+                      <floating*>lp.pre, <floating*>lp.y, lp.code)
+        else:
+            gru_step_fwd(plan.B, lp.in_dim, lp.out_dim, inp, <floating*>lp.h, reset, <floating*>lp.W,
+                         <floating*>lp.W_hh, <floating*>lp.b, <floating*>lp.b_hh, <floating*>lp.preact,
+                         <floating*>lp.gh, lp.code)
+        inp = <floating*>lp.out
