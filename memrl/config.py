@@ -117,6 +117,12 @@ class Config:
     probe_sequence_length: int | None = None
     """Length of each probe input; None = sequence_length."""
 
+    # -- execution -------------------------------------------------------------------------------
+    fused: bool = True
+    """Run the updates through the compiled kernels (float32); False uses the NumPy reference."""
+    threads: int = 2
+    """Threads for the two critic updates of a step (1 or 2); results do not depend on it."""
+
     # -- RLtools quirks (for parity only) -------------------------------------------------------
     rltools_critic_backward_ignores_resets: bool = False
     """Reproduce RLtools' actor update, whose critic backward ignores resets inside the window."""
@@ -155,7 +161,10 @@ class Config:
             _int("memory_reset_interval", self.memory_reset_interval, 1)
         if self.probe_sequence_length is not None:
             _int("probe_sequence_length", self.probe_sequence_length, 1)
-        for name in ("shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
+        _int("threads", self.threads, 1)
+        if self.threads > 2:
+            raise ValueError(f"threads: expected 1 or 2 (the two critic updates), got {self.threads}")
+        for name in ("fused", "shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
                      "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")

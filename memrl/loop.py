@@ -85,6 +85,11 @@ class Trainer:
         batch = self.samplers[0].batch
         self.critic_noise = [np.zeros(self.agent.noise_shape(batch, target=True), np.float32) for _ in range(2)]
         self.actor_noise = np.zeros(self.agent.noise_shape(batch, target=False), np.float32)
+        if cfg.fused:
+            critic_batches = [self.samplers[0].batch] * 2 if cfg.shared_batch else [s.batch for s in self.samplers[:2]]
+            critic_noise = [self.critic_noise[0]] * 2 if cfg.shared_batch else self.critic_noise
+            self.agent.fuse(critic_batches, critic_noise, self.samplers[0 if cfg.shared_batch else 2].batch,
+                            self.actor_noise, threads=cfg.threads)
         self.step_count = 0
         self.metrics = Metrics()
         for i, e in enumerate(self.envs):
@@ -160,7 +165,16 @@ class Trainer:
                 agent.update_targets()
             return
         shared = self.samplers[0].sample(rng) if cfg.shared_batch else None
-        if train_critic:
+        if train_critic and cfg.fused:
+            for i in range(2):
+                if shared is None:
+                    self.samplers[i].sample(rng)
+                if shared is None or i == 0:
+                    rng.standard_normal(out=self.critic_noise[i], dtype=np.float32)
+            l0, l1 = agent.update_critics_fused()
+            self.metrics.critic_loss += l0 + l1
+            self.metrics.critic_updates += 2
+        elif train_critic:
             for i in range(2):
                 batch = shared if shared is not None else self.samplers[i].sample(rng)
                 noise = self.critic_noise[0 if shared is not None else i]
@@ -173,7 +187,10 @@ class Trainer:
         if train_actor:
             batch = shared if shared is not None else self.samplers[2].sample(rng)
             rng.standard_normal(out=self.actor_noise, dtype=np.float32)
-            self.metrics.actor_loss += agent.update_actor(batch, self.actor_noise)
+            if cfg.fused:
+                self.metrics.actor_loss += agent.update_actor_fused()
+            else:
+                self.metrics.actor_loss += agent.update_actor(batch, self.actor_noise)
             self.metrics.actor_updates += 1
 
     # -- evaluation ------------------------------------------------------------------------------

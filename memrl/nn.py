@@ -300,6 +300,10 @@ class Sequential:
             ws = self._workspaces[(T, B)] = _Workspace(self, T, B)
         return ws
 
+    def new_workspace(self, T: int, B: int) -> "_Workspace":
+        """A private workspace and plan of shape (T, B), not shared with ``forward`` (for threads)."""
+        return _Workspace(self, T, B)
+
     def plan(self, T: int, B: int) -> SequencePlan:
         """The compiled forward/backward plan of shape (T, B) (its buffers are this model's)."""
         return self._workspace(T, B).plan

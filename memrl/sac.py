@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from memrl._core import _sac
 from memrl.config import Config
 from memrl.nn import GRU, AdamConfig, Dense, Sequential, TanhGaussianHead
 
@@ -226,11 +227,11 @@ class SAC:
         logp2 = logp.reshape(L, B)
         if cfg.actor_entropy_positions == "all":
             entropy_weight = np.full((L, B), alpha / (L * B), self.dtype)
-            mean_logp = float(logp2.mean())
+            mean_logp = float(logp2.mean(dtype=np.float64))
             mean_entropy_gap = -mean_logp - self.target_entropy
         else:
             entropy_weight = (mask * (alpha / n)).astype(self.dtype)
-            mean_logp = float((logp2 * mask).sum()) / n
+            mean_logp = float((logp2 * mask).sum(dtype=np.float64)) / n
             mean_entropy_gap = -mean_logp - self.target_entropy
         loss = -float((q_min * mask).sum()) / n + alpha * mean_logp
         if not math.isfinite(loss):
@@ -258,6 +259,60 @@ class SAC:
         if self.config.adaptive_alpha:
             if not math.isfinite(entropy_gap):
                 raise TrainingDiverged(f"alpha: gradient is {entropy_gap}")
+            self.log_alpha.step(entropy_gap)
+        return loss
+
+    # -- fused updates (the fast path) ---------------------------------------------------------
+
+    def fuse(self, critic_batches, critic_noise, actor_batch, actor_noise, threads: int = 2) -> None:
+        """Bind the compiled updates to the trainer's (reused) batch and noise arrays.
+
+        Afterwards ``update_critics_fused`` and ``update_actor_fused`` run the same updates as
+        ``update_critic``/``update_actor`` in C: the two critic updates of a step on ``threads``
+        threads (their results do not depend on it), the actor's in one call. float32 only.
+        """
+        if self.dtype != np.float32:
+            raise TypeError(f"fuse: the compiled updates are float32, this agent is {self.dtype.name}")
+        O, A, cfg = self.observation_dim, self.action_dim, self.config
+        batch = critic_batches[0]
+        L, B = batch.sequence_length, batch.batch_size
+        Lt = batch.target_observations.shape[0]
+        self._fused_critics = []
+        for i in range(2):
+            own = i == 0  # the first update uses the models' cached workspaces, the second its own
+            actor_plan = self.actor.plan(Lt, B) if own else self.actor.new_workspace(Lt, B).plan
+            target_plans = [t.plan(Lt, B) if own else t.new_workspace(Lt, B).plan for t in self.target_critics]
+            self._fused_critics.append(_sac.CriticUpdate(
+                cfg, critic_batches[i], critic_noise[i], actor_plan, target_plans, self.critics[i].plan(L, B),
+                self.critics[i], O, A))
+        self._fused_actor = _sac.ActorUpdate(cfg, actor_batch, actor_noise, self.actor.plan(L, B),
+                                             [c.plan(L, B) for c in self.critics], self.actor, self.target_entropy,
+                                             O, A)
+        self._threads = int(threads)
+
+    def update_critics_fused(self) -> tuple[float, float]:
+        """Both critic updates on their bound batches and noise; returns the two losses."""
+        c0, c1 = self.critics
+        s0, l0, s1, l1 = _sac.run_critic_updates(self._fused_critics[0], self._fused_critics[1], self.alpha,
+                                                 c0.adam_t + 1, c1.adam_t + 1, self._threads)
+        for i, (status, loss) in enumerate(((s0, l0), (s1, l1))):
+            if status == 1:
+                raise TrainingDiverged(f"critic_{i}: loss is {loss}")
+            if status == 2:
+                raise TrainingDiverged(f"critic_{i} gradient has non-finite entries")
+        c0.adam_t += 1
+        c1.adam_t += 1
+        return l0, l1
+
+    def update_actor_fused(self) -> float:
+        """The actor update (then alpha's) on the bound batch and noise; returns the actor loss."""
+        status, loss, entropy_gap = self._fused_actor.run(self.alpha, self.actor.adam_t + 1)
+        if status == 1:
+            raise TrainingDiverged(f"actor: loss is {loss}")
+        if status == 2:
+            raise TrainingDiverged("actor gradient has non-finite entries")
+        self.actor.adam_t += 1
+        if self.config.adaptive_alpha:
             self.log_alpha.step(entropy_gap)
         return loss
 

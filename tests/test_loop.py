@@ -47,7 +47,7 @@ def test_same_seed_same_run_bit_for_bit(tmp_path):
 
 def test_schedule_counts_updates_and_warmup():
     cfg = small_task(total_steps=60, n_warmup_steps=20, n_warmup_steps_critic=30, n_warmup_steps_actor=40,
-                     actor_training_interval=4, sequence_length=4, batch_size=2)
+                     actor_training_interval=4, sequence_length=4, batch_size=2, fused=False)
     trainer = Trainer(cfg, seed=0)
     calls = {"critic": 0, "actor": 0, "targets": 0}
     agent = trainer.agent
@@ -152,3 +152,30 @@ def test_cli_mistakes_print_one_line_and_exit_2(argv, fragment, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0]
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"shared_batch": True},
+    {"entropy_bonus_next_step": True, "gamma": 0.9, "sampling": {"include_first_step_in_targets": False}},
+    {"actor_entropy_positions": "final", "gru_gates": "exact", "rltools_critic_backward_ignores_resets": True},
+    {"mask_non_terminal": False, "adaptive_alpha": False},
+])
+def test_compiled_updates_equal_the_reference_bit_for_bit(changes):
+    """The fused kernels (1 or 2 threads) reproduce the NumPy reference updates exactly."""
+    base = Config.from_dict(changes, base=preset("memory-chapter").replace(
+        total_steps=300, n_warmup_steps=100, n_warmup_steps_critic=100, n_warmup_steps_actor=150,
+        environment_kwargs={"horizon": 10, "input_probability": None, "episode_step_limit": 120,
+                            "mode": "count_input"}))
+    runs = []
+    for execution in ({"fused": False}, {"fused": True, "threads": 1}, {"fused": True, "threads": 2}):
+        trainer = Trainer(base.replace(**execution), seed=3)
+        while not trainer.step():
+            pass
+        runs.append(trainer)
+    reference = runs[0].agent.networks()
+    for trainer in runs[1:]:
+        for name, net in trainer.agent.networks().items():
+            np.testing.assert_array_equal(net.params, reference[name].params, err_msg=name)
+            np.testing.assert_array_equal(net.adam_v, reference[name].adam_v, err_msg=name)
+        assert trainer.agent.alpha == runs[0].agent.alpha

@@ -5,7 +5,7 @@ dW and db (callers zero them) and OVERWRITES dx. Nothing is allocated; the GIL i
 """
 from cython cimport floating
 from memrl._core._blas cimport gemm
-from memrl._core._activations cimport activate, activate_grad
+from memrl._core._activations cimport activate, activate_grad, activate_array, activate_grad_array
 
 IDENTITY = 0
 RELU = 1
@@ -25,13 +25,7 @@ cdef void dense_fwd(int N, int I, int O, const floating* x, const floating* W, c
         for o in range(O):
             p[o] = b[o]
     gemm(False, True, N, O, I, <floating>1, x, I, W, I, <floating>1, pre, O)
-    if act == 0:
-        if y != pre:
-            for n in range(N * O):
-                y[n] = pre[n]
-        return
-    for n in range(N * O):
-        y[n] = activate(act, pre[n])
+    activate_array(act, N * O, pre, y)
 
 
 cdef void dense_bwd(int N, int I, int O, const floating* x, const floating* W,
@@ -40,8 +34,7 @@ cdef void dense_bwd(int N, int I, int O, const floating* x, const floating* W,
     cdef int n, o
     cdef const floating* g = dy
     if act != 0:
-        for n in range(N * O):
-            dpre[n] = dy[n] * activate_grad(act, pre[n], y[n])
+        activate_grad_array(act, N * O, pre, y, dy, dpre)
         g = dpre
     for n in range(N):
         for o in range(O):

@@ -135,27 +135,38 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
             Ghb = Gh + k * H3
             cb = carry + b * H
             db = dhp + b * H
-            for j in range(H):
-                r = g[j]
-                z = g[H + j]
-                n = g[2 * H + j]
-                grad = dyb[j] + cb[j]
-                dz = grad * (hpb[j] - n)
-                if mode == 0:
+            if mode == 0:
+                for j in range(H):
+                    r = g[j]
+                    z = g[H + j]
+                    n = g[2 * H + j]
+                    grad = dyb[j] + cb[j]
                     dn = grad * (1 - z) * (1 - n * n)
                     dr = dn * hnb[j] * r * (1 - r)
-                    dz = dz * z * (1 - z)
-                else:
+                    dz = grad * (hpb[j] - n) * z * (1 - z)
+                    Gb[j] = dr
+                    Gb[H + j] = dz
+                    Gb[2 * H + j] = dn
+                    Ghb[j] = dr
+                    Ghb[H + j] = dz
+                    Ghb[2 * H + j] = dn * r
+                    db[j] = grad * z
+            else:
+                for j in range(H):
+                    r = g[j]
+                    z = g[H + j]
+                    n = g[2 * H + j]
+                    grad = dyb[j] + cb[j]
                     dn = grad * (1 - z) * fast_tanh_grad(pa[2 * H + j])
                     dr = dn * hnb[j] * 0.25 * fast_tanh_grad(0.5 * pa[j])
-                    dz = dz * 0.25 * fast_tanh_grad(0.5 * pa[H + j])
-                Gb[j] = dr
-                Gb[H + j] = dz
-                Gb[2 * H + j] = dn
-                Ghb[j] = dr
-                Ghb[H + j] = dz
-                Ghb[2 * H + j] = dn * r
-                db[j] = grad * z
+                    dz = grad * (hpb[j] - n) * 0.25 * fast_tanh_grad(0.5 * pa[H + j])
+                    Gb[j] = dr
+                    Gb[H + j] = dz
+                    Gb[2 * H + j] = dn
+                    Ghb[j] = dr
+                    Ghb[H + j] = dz
+                    Ghb[2 * H + j] = dn * r
+                    db[j] = grad * z
         gemm(False, False, B, H, H3, <floating>1, Gh + t * B * H3, H3, W_hh, H, <floating>1, dhp, H)
         for b in range(B):
             if t == 0 or (reset != NULL and reset[t * B + b]):

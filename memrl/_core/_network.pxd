@@ -36,23 +36,30 @@ cdef struct LayerPlan:
     void* h_prev_cont
 
 
+cdef struct NetPlan:
+    LayerPlan* layers
+    int n_layers
+    int T
+    int B
+    int in_dim
+    int out_dim
+    void* x                        # (T*B, in_dim) input copy
+    const unsigned char* reset     # (T, B) or NULL, set before each forward
+
+
 cdef class SequencePlan:
-    cdef LayerPlan* layers
-    cdef int n_layers, T, B, in_dim, out_dim
+    cdef NetPlan net
     cdef bint is_double
-    cdef void* x
-    cdef const unsigned char* reset
     cdef object _keep
     cdef object _keep_h0
 
 
 cdef class StepPlan:
-    cdef LayerPlan* layers
-    cdef int n_layers, B
+    cdef NetPlan net
     cdef bint is_double
     cdef object _keep
 
 
-cdef void plan_forward(SequencePlan plan, floating* dummy=*) noexcept nogil
-cdef void plan_backward(SequencePlan plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil
-cdef void plan_step(StepPlan plan, floating* x, const unsigned char* reset) noexcept nogil
+cdef void plan_forward(NetPlan* plan, floating* dummy=*) noexcept nogil
+cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil
+cdef void plan_step(NetPlan* plan, floating* x, const unsigned char* reset) noexcept nogil

@@ -37,22 +37,22 @@ cdef class SequencePlan:
 
     def __cinit__(self, list layers, x, int T, int B, bint is_double):
         cdef int n = len(layers), i
-        self.n_layers = n
-        self.T = T
-        self.B = B
+        self.net.n_layers = n
+        self.net.T = T
+        self.net.B = B
         self.is_double = is_double
-        self.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
-        if self.layers == NULL:
+        self.net.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
+        if self.net.layers == NULL:
             raise MemoryError()
         self._keep = [layers, x]
-        self.x = <void*>_addr(x)
-        self.in_dim = layers[0]["in_dim"]
-        self.out_dim = layers[n - 1]["out_dim"]
-        self.reset = NULL
+        self.net.x = <void*>_addr(x)
+        self.net.in_dim = layers[0]["in_dim"]
+        self.net.out_dim = layers[n - 1]["out_dim"]
+        self.net.reset = NULL
         for i in range(n):
             spec = layers[i]
             p, g, ws = spec["params"], spec["grads"], spec["ws"]
-            lp = &self.layers[i]
+            lp = &self.net.layers[i]
             lp.in_dim = spec["in_dim"]
             lp.out_dim = spec["out_dim"]
             lp.code = spec["code"]
@@ -99,23 +99,19 @@ cdef class SequencePlan:
                 lp.h_prev_cont = <void*>_addr(ws["h_prev_continuous"])
                 lp.out = lp.h
         for i in range(n):
-            self.layers[i].x = self.x if i == 0 else self.layers[i - 1].out
+            self.net.layers[i].x = self.net.x if i == 0 else self.net.layers[i - 1].out
 
     def __dealloc__(self):
-        free(self.layers)
-
-    @property
-    def output_address(self):
-        return <size_t>self.layers[self.n_layers - 1].out
+        free(self.net.layers)
 
     def set_initial_states(self, list states):
         """Point each GRU at an initial state (B, H) array, or None for zeros (kept alive here)."""
         cdef int i, k = 0
         self._keep_h0 = list(states)
-        for i in range(self.n_layers):
-            if self.layers[i].kind == 1:
+        for i in range(self.net.n_layers):
+            if self.net.layers[i].kind == 1:
                 state = states[k] if k < len(states) else None
-                self.layers[i].h0 = self.layers[i].h0_default if state is None else <void*>_addr(state)
+                self.net.layers[i].h0 = self.net.layers[i].h0_default if state is None else <void*>_addr(state)
                 k += 1
 
     def forward(self, x, reset):
@@ -123,24 +119,24 @@ cdef class SequencePlan:
         cdef size_t xa = _addr(x)
         cdef size_t ra = _addr(reset)
         with nogil:
-            memcpy(self.x, <void*>xa, self.T * self.B * self.in_dim * (8 if self.is_double else 4))
-            self.reset = <const unsigned char*>ra
+            memcpy(self.net.x, <void*>xa, self.net.T * self.net.B * self.net.in_dim * (8 if self.is_double else 4))
+            self.net.reset = <const unsigned char*>ra
             if self.is_double:
-                plan_forward[double](self)
+                plan_forward[double](&self.net)
             else:
-                plan_forward[float](self)
+                plan_forward[float](&self.net)
 
     def backward(self, dy, bint need_dx, bint ignore_resets=False):
         """dy: (T, B, out_dim); accumulates parameter gradients; dx lands in layer 0's ``dx``."""
         cdef size_t da = _addr(dy)
         with nogil:
             if self.is_double:
-                plan_backward[double](self, <double*>da, need_dx, ignore_resets)
+                plan_backward[double](&self.net, <double*>da, need_dx, ignore_resets)
             else:
-                plan_backward[float](self, <float*>da, need_dx, ignore_resets)
+                plan_backward[float](&self.net, <float*>da, need_dx, ignore_resets)
 
 
-cdef void plan_forward(SequencePlan plan, floating* dummy=NULL) noexcept nogil:
+cdef void plan_forward(NetPlan* plan, floating* dummy=NULL) noexcept nogil:
     cdef int i, N = plan.T * plan.B
     cdef LayerPlan* lp
     for i in range(plan.n_layers):
@@ -155,7 +151,7 @@ cdef void plan_forward(SequencePlan plan, floating* dummy=NULL) noexcept nogil:
                     <floating*>lp.h_prev, <floating*>lp.W_hh_T, <floating*>lp.gh, lp.code)
 
 
-cdef void plan_backward(SequencePlan plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil:
+cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil:
     cdef int i, N = plan.T * plan.B, H, b
     cdef LayerPlan* lp
     cdef floating* g = dy
@@ -196,17 +192,18 @@ cdef class StepPlan:
 
     def __cinit__(self, list layers, list states, int B, bint is_double):
         cdef int n = len(layers), i, k = 0
-        self.n_layers = n
-        self.B = B
+        self.net.n_layers = n
+        self.net.B = B
+        self.net.T = 1
         self.is_double = is_double
-        self.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
-        if self.layers == NULL:
+        self.net.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
+        if self.net.layers == NULL:
             raise MemoryError()
         self._keep = [layers, states]
         for i in range(n):
             spec = layers[i]
             p, ws = spec["params"], spec["ws"]
-            lp = &self.layers[i]
+            lp = &self.net.layers[i]
             lp.in_dim = spec["in_dim"]
             lp.out_dim = spec["out_dim"]
             lp.code = spec["code"]
@@ -230,11 +227,7 @@ cdef class StepPlan:
                 k += 1
 
     def __dealloc__(self):
-        free(self.layers)
-
-    @property
-    def output_address(self):
-        return <size_t>self.layers[self.n_layers - 1].out
+        free(self.net.layers)
 
     def step(self, x, reset):
         """x: (B, in_dim) of the plan's dtype; reset: (B,) uint8 or None (rows restart from zeros)."""
@@ -242,12 +235,12 @@ cdef class StepPlan:
         cdef size_t ra = _addr(reset)
         with nogil:
             if self.is_double:
-                plan_step[double](self, <double*>xa, <const unsigned char*>ra)
+                plan_step[double](&self.net, <double*>xa, <const unsigned char*>ra)
             else:
-                plan_step[float](self, <float*>xa, <const unsigned char*>ra)
+                plan_step[float](&self.net, <float*>xa, <const unsigned char*>ra)
 
 
-cdef void plan_step(StepPlan plan, floating* x, const unsigned char* reset) noexcept nogil:
+cdef void plan_step(NetPlan* plan, floating* x, const unsigned char* reset) noexcept nogil:
     cdef int i
     cdef LayerPlan* lp
     cdef floating* inp = x

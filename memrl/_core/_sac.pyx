@@ -1,0 +1,438 @@
+"""Fused SAC updates: one call runs a whole critic (or actor) update without the GIL.
+
+The Python reference in ``memrl/sac.py`` states the losses and is checked against finite
+differences; these kernels compute the same updates (float32) from the same buffers, bound once:
+the sampler's batch arrays, the noise arrays, and the network plans (``_network``). Because a
+critic update touches only its own workspaces, gradients and Adam state (the actor and target
+critics are read-only), the two critic updates of a step can run on two threads at once with
+results independent of timing (``run_critic_updates``).
+
+Status codes returned by the run functions: 0 ok, 1 non-finite loss, 2 non-finite gradient.
+"""
+cimport cython
+from cython.parallel cimport parallel, prange
+from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+
+from memrl._core._network cimport NetPlan, SequencePlan, plan_backward, plan_forward
+from memrl._core._head cimport head_bwd, head_fwd
+from memrl._core._adam cimport adam_kernel
+
+
+cdef size_t _addr(arr) except? 0:
+    if arr is None:
+        return 0
+    if not arr.flags.c_contiguous:
+        raise ValueError("buffers must be C-contiguous")
+    return <size_t>arr.__array_interface__["data"][0]
+
+
+cdef struct AdamRef:
+    float* params
+    float* grads
+    float* m
+    float* v
+    Py_ssize_t n
+    const unsigned char* is_bias
+    double lr, b1, b2, eps, floor, wd, clip, bias_lr_factor
+    long t
+
+
+cdef struct BatchRef:
+    int L, B, O, A, first          # first: 0 when target windows include slot 0, else 1
+    const float* obs               # (L+1, B, O)
+    const float* act               # (L+1, B, A)
+    const float* rew               # (L, B)
+    const float* term              # (L, B)
+    const unsigned char* reset     # (L, B)
+    const unsigned char* final     # (L, B)
+    const unsigned char* next_reset  # (L+1, B)
+    const unsigned char* next_final  # (L+1, B)
+
+
+cdef struct CriticCtx:
+    BatchRef batch
+    NetPlan* actor
+    NetPlan* target0
+    NetPlan* target1
+    NetPlan* critic
+    AdamRef adam
+    const float* noise             # (Lt*B, A)
+    float* next_a                  # (Lt*B, A)
+    float* next_logp               # (Lt*B,)
+    float* y                       # (L*B,)
+    float* dq                      # (L*B,)
+    double gamma, lo, hi, alpha
+    bint bonus, next_step, ignore_termination, mask_non_terminal
+    double loss
+    int status
+
+
+cdef struct ActorCtx:
+    BatchRef batch
+    NetPlan* actor
+    NetPlan* critic0
+    NetPlan* critic1
+    AdamRef adam
+    const float* noise             # (L*B, A)
+    float* a                       # (L*B, A)
+    float* logp                    # (L*B,)
+    float* q1                      # (L*B,)
+    float* dq                      # (L*B,)
+    float* da                      # (L*B, A)
+    float* weight                  # (L*B,) entropy weights
+    float* dpre                    # (L*B, 2A) gradient at the actor's output
+    double lo, hi, alpha, target_entropy
+    bint entropy_all, mask_non_terminal, ignore_resets
+    double loss, entropy_gap
+    int status
+
+
+cdef inline float* _out(NetPlan* p) noexcept nogil:
+    return <float*>p.layers[p.n_layers - 1].out
+
+
+cdef inline float* _dx(NetPlan* p) noexcept nogil:
+    return <float*>p.layers[0].dx
+
+
+cdef inline bint _loss_step(BatchRef* b, bint mask_non_terminal, int k) noexcept nogil:
+    """Steps with a loss: segment-final steps, or every non-padding step without masking."""
+    if mask_non_terminal:
+        return b.final[k] != 0
+    return b.next_final[k] == 0
+
+
+cdef inline bint _all_finite(const float* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef float acc = 0
+    for i in range(n):
+        acc += x[i] * 0
+    return acc == 0   # NaN or inf anywhere makes x * 0 NaN
+
+
+cdef inline void _adam(AdamRef* r) noexcept nogil:
+    adam_kernel[float](r.n, r.params, r.grads, r.m, r.v, r.lr, r.b1, r.b2, r.eps, r.floor, r.wd, r.clip,
+                       r.is_bias, r.bias_lr_factor, r.t)
+
+
+cdef void critic_run(CriticCtx* c) noexcept nogil:
+    cdef BatchRef* b = &c.batch
+    cdef int L = b.L, B = b.B, O = b.O, A = b.A, first = b.first
+    cdef int Lt = L + 1 - first, d = 1 - first, OA = O + A
+    cdef int s, bb, t, k, kd, i, n = 0
+    cdef float* tx
+    cdef float* q1
+    cdef float* q2
+    cdef float* q
+    cdef float* cx
+    cdef float qn, boot, keep, yv, diff
+    cdef float alpha = <float>c.alpha, gamma = <float>c.gamma, inv_n
+    cdef double loss = 0
+    cdef const float* src_obs
+    # 1. the current actor's (noisy) actions and log-probabilities on the target window
+    memcpy(c.actor.x, b.obs + first * B * O, Lt * B * O * sizeof(float))
+    c.actor.reset = b.next_reset + first * B
+    plan_forward[float](c.actor)
+    head_fwd[float](Lt * B, A, _out(c.actor), c.noise, c.next_a, c.next_logp, c.lo, c.hi)
+    # 2. target critics on [observation, action]; replayed actions except at padding slots
+    tx = <float*>c.target0.x
+    for s in range(Lt):
+        for bb in range(B):
+            k = s * B + bb
+            src_obs = b.obs + ((first + s) * B + bb) * O
+            for i in range(O):
+                tx[k * OA + i] = src_obs[i]
+            if (not c.mask_non_terminal) or b.next_final[(first + s) * B + bb]:
+                for i in range(A):
+                    tx[k * OA + O + i] = c.next_a[k * A + i]
+            else:
+                for i in range(A):
+                    tx[k * OA + O + i] = b.act[((first + s) * B + bb) * A + i]
+    memcpy(c.target1.x, tx, Lt * B * OA * sizeof(float))
+    c.target0.reset = b.next_reset + first * B
+    c.target1.reset = c.target0.reset
+    plan_forward[float](c.target0)
+    plan_forward[float](c.target1)
+    q1 = _out(c.target0)
+    q2 = _out(c.target1)
+    # 3. Bellman targets for every current slot
+    for t in range(L):
+        for bb in range(B):
+            k = t * B + bb
+            kd = (t + d) * B + bb
+            qn = q1[kd] if q1[kd] < q2[kd] else q2[kd]
+            boot = qn
+            if c.bonus and c.next_step:
+                boot = boot - alpha * c.next_logp[kd]
+            keep = 1 if c.ignore_termination else 1 - b.term[k]
+            yv = b.rew[k] + (gamma * keep) * boot
+            if c.bonus and not c.next_step:
+                yv = yv - alpha * c.next_logp[k]
+            c.y[k] = yv
+    # 4. the critic on the replayed window
+    cx = <float*>c.critic.x
+    for k in range(L * B):
+        for i in range(O):
+            cx[k * OA + i] = b.obs[k * O + i]
+        for i in range(A):
+            cx[k * OA + O + i] = b.act[k * A + i]
+    c.critic.reset = b.reset
+    plan_forward[float](c.critic)
+    q = _out(c.critic)
+    for k in range(L * B):
+        n += _loss_step(b, c.mask_non_terminal, k)
+    inv_n = <float>(1.0 / n)
+    for k in range(L * B):
+        diff = (q[k] - c.y[k]) * (<float>_loss_step(b, c.mask_non_terminal, k))
+        loss += <double>diff * diff
+        c.dq[k] = diff * inv_n
+    c.loss = 0.5 * loss / n
+    if not isfinite(c.loss):
+        c.status = 1
+        return
+    memset(c.adam.grads, 0, c.adam.n * sizeof(float))
+    plan_backward[float](c.critic, c.dq, False, False)
+    if not _all_finite(c.adam.grads, c.adam.n):
+        c.status = 2
+        return
+    _adam(&c.adam)
+    c.status = 0
+
+
+cdef void actor_run(ActorCtx* c) noexcept nogil:
+    cdef BatchRef* b = &c.batch
+    cdef int L = b.L, B = b.B, O = b.O, A = b.A, OA = O + A, N = L * B
+    cdef int k, i, n = 0
+    cdef float* x0
+    cdef float* q2
+    cdef float* dx
+    cdef float alpha = <float>c.alpha, w_all, neg_inv_n, qmin
+    cdef double qsum = 0, lsum = 0, mean_logp
+    # 1. actions and log-probabilities on the replayed window
+    memcpy(c.actor.x, b.obs, N * O * sizeof(float))
+    c.actor.reset = b.reset
+    plan_forward[float](c.actor)
+    head_fwd[float](N, A, _out(c.actor), c.noise, c.a, c.logp, c.lo, c.hi)
+    for k in range(N):
+        n += _loss_step(b, c.mask_non_terminal, k)
+    # 2. both critics on [observation, action]: the new action at loss steps, else the replayed one
+    x0 = <float*>c.critic0.x
+    for k in range(N):
+        for i in range(O):
+            x0[k * OA + i] = b.obs[k * O + i]
+        if (not c.mask_non_terminal) or b.final[k]:
+            for i in range(A):
+                x0[k * OA + O + i] = c.a[k * A + i]
+        else:
+            for i in range(A):
+                x0[k * OA + O + i] = b.act[k * A + i]
+    memcpy(c.critic1.x, x0, N * OA * sizeof(float))
+    c.critic0.reset = b.reset
+    c.critic1.reset = b.reset
+    plan_forward[float](c.critic0)
+    memcpy(c.q1, _out(c.critic0), N * sizeof(float))
+    plan_forward[float](c.critic1)
+    q2 = _out(c.critic1)
+    # 3. loss: -(1/N_f) sum_final min(Q1, Q2) + alpha * mean_E log pi
+    w_all = <float>(c.alpha / N)
+    for k in range(N):
+        if _loss_step(b, c.mask_non_terminal, k):
+            qmin = c.q1[k] if c.q1[k] < q2[k] else q2[k]
+            qsum += qmin
+            if not c.entropy_all:
+                lsum += c.logp[k]
+        if c.entropy_all:
+            lsum += c.logp[k]
+            c.weight[k] = w_all
+        else:
+            c.weight[k] = <float>(c.alpha / n) if _loss_step(b, c.mask_non_terminal, k) else 0
+    mean_logp = lsum / (N if c.entropy_all else n)
+    c.loss = -qsum / n + c.alpha * mean_logp
+    c.entropy_gap = -mean_logp - c.target_entropy
+    if not isfinite(c.loss) or not isfinite(c.entropy_gap):
+        c.status = 1
+        return
+    # 4. dL/da through the smaller critic, per sample, at loss steps
+    neg_inv_n = <float>(-1.0 / n)
+    memset(c.da, 0, N * A * sizeof(float))
+    for k in range(N):
+        c.dq[k] = neg_inv_n if (_loss_step(b, c.mask_non_terminal, k) and c.q1[k] < q2[k]) else 0
+    plan_backward[float](c.critic0, c.dq, True, c.ignore_resets)
+    dx = _dx(c.critic0)
+    for k in range(N):
+        for i in range(A):
+            c.da[k * A + i] += dx[k * OA + O + i]
+    for k in range(N):
+        c.dq[k] = neg_inv_n if (_loss_step(b, c.mask_non_terminal, k) and not (c.q1[k] < q2[k])) else 0
+    plan_backward[float](c.critic1, c.dq, True, c.ignore_resets)
+    dx = _dx(c.critic1)
+    for k in range(N):
+        for i in range(A):
+            c.da[k * A + i] += dx[k * OA + O + i]
+    if c.mask_non_terminal:
+        for k in range(N):
+            if not b.final[k]:
+                for i in range(A):
+                    c.da[k * A + i] = 0
+    # 5. through the head and the actor
+    head_bwd[float](N, A, _out(c.actor), c.noise, c.a, c.da, c.weight, c.dpre, c.lo, c.hi)
+    memset(c.adam.grads, 0, c.adam.n * sizeof(float))
+    plan_backward[float](c.actor, c.dpre, False, False)
+    if not _all_finite(c.adam.grads, c.adam.n):
+        c.status = 2
+        return
+    _adam(&c.adam)
+    c.status = 0
+
+
+cdef void _bind_batch(BatchRef* r, batch, int O, int A) except *:
+    r.L = batch.sequence_length
+    r.B = batch.batch_size
+    r.O = O
+    r.A = A
+    r.first = 0 if batch.include_first_step_in_targets else 1
+    r.obs = <const float*>_addr(batch.observations)
+    r.act = <const float*>_addr(batch.actions)
+    r.rew = <const float*>_addr(batch.rewards)
+    r.term = <const float*>_addr(batch.terminated)
+    r.reset = <const unsigned char*>_addr(batch.reset)
+    r.final = <const unsigned char*>_addr(batch.final)
+    r.next_reset = <const unsigned char*>_addr(batch.next_reset)
+    r.next_final = <const unsigned char*>_addr(batch.next_final)
+
+
+cdef void _bind_adam(AdamRef* r, model, opt) except *:
+    r.params = <float*>_addr(model.params)
+    r.grads = <float*>_addr(model.grads)
+    r.m = <float*>_addr(model.adam_m)
+    r.v = <float*>_addr(model.adam_v)
+    r.n = model.size
+    use_mask = opt.bias_lr_factor != 1.0 or opt.weight_decay != 0.0
+    r.is_bias = <const unsigned char*>_addr(model.is_bias) if use_mask else NULL
+    r.lr, r.b1, r.b2, r.eps = opt.lr, opt.beta1, opt.beta2, opt.eps
+    r.floor, r.wd, r.clip, r.bias_lr_factor = opt.v_hat_floor, opt.weight_decay, opt.clip, opt.bias_lr_factor
+    r.t = 0
+
+
+cdef class CriticUpdate:
+    """A fused critic update bound to one critic, its batch, noise and private workspaces."""
+    cdef CriticCtx ctx
+    cdef object _keep
+
+    def __init__(self, config, batch, noise, actor_plan: SequencePlan, target_plans, critic_plan: SequencePlan,
+                 critic, int observation_dim, int action_dim):
+        cdef SequencePlan t0 = target_plans[0], t1 = target_plans[1]
+        import numpy as np
+        L, B = batch.sequence_length, batch.batch_size
+        Lt = L + (1 if batch.include_first_step_in_targets else 0)
+        bufs = {"next_a": np.zeros((Lt * B, action_dim), np.float32), "next_logp": np.zeros(Lt * B, np.float32),
+                "y": np.zeros(L * B, np.float32), "dq": np.zeros(L * B, np.float32)}
+        if noise.shape != (Lt * B, action_dim) or noise.dtype != np.float32:
+            raise ValueError(f"noise: expected float32 of shape {(Lt * B, action_dim)}, got {noise.dtype} {noise.shape}")
+        self._keep = [batch, noise, actor_plan, t0, t1, critic_plan, critic, bufs]
+        _bind_batch(&self.ctx.batch, batch, observation_dim, action_dim)
+        self.ctx.actor = &actor_plan.net
+        self.ctx.target0 = &t0.net
+        self.ctx.target1 = &t1.net
+        self.ctx.critic = &critic_plan.net
+        _bind_adam(&self.ctx.adam, critic, config.critic_optimizer)
+        self.ctx.noise = <const float*>_addr(noise)
+        self.ctx.next_a = <float*>_addr(bufs["next_a"])
+        self.ctx.next_logp = <float*>_addr(bufs["next_logp"])
+        self.ctx.y = <float*>_addr(bufs["y"])
+        self.ctx.dq = <float*>_addr(bufs["dq"])
+        self.ctx.gamma = config.gamma
+        self.ctx.lo = config.log_std_min
+        self.ctx.hi = config.log_std_max
+        self.ctx.bonus = config.entropy_bonus
+        self.ctx.next_step = config.entropy_bonus_next_step
+        self.ctx.ignore_termination = config.ignore_termination
+        self.ctx.mask_non_terminal = config.mask_non_terminal
+
+    @property
+    def loss(self):
+        return self.ctx.loss
+
+    @property
+    def status(self):
+        return self.ctx.status
+
+
+cdef class ActorUpdate:
+    """A fused actor update bound to the actor, both critics, its batch and noise."""
+    cdef ActorCtx ctx
+    cdef object _keep
+
+    def __init__(self, config, batch, noise, actor_plan: SequencePlan, critic_plans, actor, double target_entropy,
+                 int observation_dim, int action_dim):
+        cdef SequencePlan c0 = critic_plans[0], c1 = critic_plans[1]
+        import numpy as np
+        L, B = batch.sequence_length, batch.batch_size
+        N = L * B
+        if noise.shape != (N, action_dim) or noise.dtype != np.float32:
+            raise ValueError(f"noise: expected float32 of shape {(N, action_dim)}, got {noise.dtype} {noise.shape}")
+        bufs = {name: np.zeros(shape, np.float32) for name, shape in
+                (("a", (N, action_dim)), ("logp", N), ("q1", N), ("dq", N), ("da", (N, action_dim)), ("weight", N),
+                 ("dpre", (N, 2 * action_dim)))}
+        self._keep = [batch, noise, actor_plan, c0, c1, actor, bufs]
+        _bind_batch(&self.ctx.batch, batch, observation_dim, action_dim)
+        self.ctx.actor = &actor_plan.net
+        self.ctx.critic0 = &c0.net
+        self.ctx.critic1 = &c1.net
+        _bind_adam(&self.ctx.adam, actor, config.actor_optimizer)
+        self.ctx.noise = <const float*>_addr(noise)
+        self.ctx.a = <float*>_addr(bufs["a"])
+        self.ctx.logp = <float*>_addr(bufs["logp"])
+        self.ctx.q1 = <float*>_addr(bufs["q1"])
+        self.ctx.dq = <float*>_addr(bufs["dq"])
+        self.ctx.da = <float*>_addr(bufs["da"])
+        self.ctx.weight = <float*>_addr(bufs["weight"])
+        self.ctx.dpre = <float*>_addr(bufs["dpre"])
+        self.ctx.lo = config.log_std_min
+        self.ctx.hi = config.log_std_max
+        self.ctx.target_entropy = target_entropy
+        self.ctx.entropy_all = config.actor_entropy_positions == "all"
+        self.ctx.mask_non_terminal = config.mask_non_terminal
+        self.ctx.ignore_resets = config.rltools_critic_backward_ignores_resets
+
+    def run(self, double alpha, long adam_t):
+        """One actor update; returns (status, loss, entropy gap)."""
+        self.ctx.alpha = alpha
+        self.ctx.adam.t = adam_t
+        with nogil:
+            actor_run(&self.ctx)
+        return self.ctx.status, self.ctx.loss, self.ctx.entropy_gap
+
+
+def run_critic_updates(CriticUpdate c0, CriticUpdate c1, double alpha, long t0, long t1, int n_threads):
+    """Both critic updates (each its own batch and noise), on ``n_threads`` (1 or 2) threads.
+
+    Returns (status0, loss0, status1, loss1).
+    """
+    cdef CriticCtx* ctx[2]
+    cdef int i
+    ctx[0] = &c0.ctx
+    ctx[1] = &c1.ctx
+    c0.ctx.alpha = alpha
+    c1.ctx.alpha = alpha
+    c0.ctx.adam.t = t0
+    c1.ctx.adam.t = t1
+    if n_threads > 1:
+        with nogil, parallel(num_threads=2):
+            for i in prange(2, schedule="static", chunksize=1):
+                critic_run(ctx[i])
+    else:
+        with nogil:
+            critic_run(ctx[0])
+            critic_run(ctx[1])
+    return c0.ctx.status, c0.ctx.loss, c1.ctx.status, c1.ctx.loss
+
+
+def run_critic_update(CriticUpdate c, double alpha, long t):
+    """One critic update; returns (status, loss)."""
+    c.ctx.alpha = alpha
+    c.ctx.adam.t = t
+    with nogil:
+        critic_run(&c.ctx)
+    return c.ctx.status, c.ctx.loss
