@@ -117,6 +117,11 @@ class Config:
     probe_sequence_length: int | None = None
     """Length of each probe input; None = sequence_length."""
 
+    # -- run directory ---------------------------------------------------------------------------
+    checkpoint_interval: int | None = 20_000
+    """Save the whole training state every this many steps when training with a log directory."""
+    keep_checkpoints: int = 3
+
     # -- execution -------------------------------------------------------------------------------
     fused: bool = True
     """Run the updates through the compiled kernels (float32); False uses the NumPy reference."""
@@ -159,6 +164,9 @@ class Config:
                              f"got {self.sequence_length}")
         if self.memory_reset_interval is not None:
             _int("memory_reset_interval", self.memory_reset_interval, 1)
+        if self.checkpoint_interval is not None:
+            _int("checkpoint_interval", self.checkpoint_interval, 1)
+        _int("keep_checkpoints", self.keep_checkpoints, 1)
         if self.probe_sequence_length is not None:
             _int("probe_sequence_length", self.probe_sequence_length, 1)
         _int("threads", self.threads, 1)

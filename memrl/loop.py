@@ -25,7 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from memrl import envs
+from memrl import __version__, envs
+from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
 from memrl.config import Config
 from memrl.evaluation import count_probe, evaluate
 from memrl.replay import ReplayBuffer, SequenceSampler
@@ -193,6 +194,81 @@ class Trainer:
                 self.metrics.actor_loss += agent.update_actor(batch, self.actor_noise)
             self.metrics.actor_updates += 1
 
+    # -- whole-state checkpoints ---------------------------------------------------------------
+
+    def architecture(self) -> dict:
+        """What a checkpoint must match to be loaded into this trainer."""
+        return {"algorithm": self.config.algorithm,
+                "networks": {name: net.config() for name, net in self.agent.networks().items()},
+                "observation_dim": self.observation_dim, "action_dim": self.action_dim,
+                "replay_capacity": self.buffer.capacity, "n_environments": len(self.envs)}
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything needed to continue bit for bit: (arrays, JSON-serialisable meta)."""
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict = {"memrl_version": __version__, "seed": self.seed, "config": self.config.to_dict(),
+                      "architecture": self.architecture(), "step_count": self.step_count}
+        for name, net in self.agent.networks().items():
+            for part in ("params", "adam_m", "adam_v"):
+                arrays[f"{name}/{part}"] = getattr(net, part)
+            meta[f"{name}/adam_t"] = net.adam_t
+        la = self.agent.log_alpha
+        for part in ("params", "adam_m", "adam_v"):
+            arrays[f"log_alpha/{part}"] = getattr(la, part)
+        meta["log_alpha/adam_t"] = la.adam_t
+        _split_tree("replay", self.buffer.state_dict(), arrays, meta)
+        for i, env in enumerate(self.envs):
+            _split_tree(f"env{i}", env.state_dict(), arrays, meta)
+        for name in ("rng_act", "rng_train", "rng_eval", "rng_probe"):
+            meta[name] = getattr(self, name).bit_generator.state
+        for name in ("observations", "actions", "memory_reset", "episode_step", "episode_return"):
+            arrays[f"rollout/{name}"] = getattr(self, name)
+        for k, h in enumerate(self.state):
+            arrays[f"rollout/state{k}"] = h
+        meta["metrics"] = dict(self.metrics.__dict__)
+        return arrays, meta
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore ``state_dict()`` output into this trainer's existing buffers (in place)."""
+        difference = _first_difference(_jsonable(self.architecture()), meta.get("architecture"), "architecture")
+        if difference:
+            raise CheckpointError(f"checkpoint: architecture does not match this configuration: {difference}")
+        for name, net in self.agent.networks().items():
+            for part in ("params", "adam_m", "adam_v"):
+                _copy_into(getattr(net, part), arrays[f"{name}/{part}"], f"{name}/{part}")
+            net.adam_t = int(meta[f"{name}/adam_t"])
+        la = self.agent.log_alpha
+        for part in ("params", "adam_m", "adam_v"):
+            _copy_into(getattr(la, part), arrays[f"log_alpha/{part}"], f"log_alpha/{part}")
+        la.adam_t = int(meta["log_alpha/adam_t"])
+        self.buffer.load_state_dict(_join_tree("replay", arrays, meta))
+        for i, env in enumerate(self.envs):
+            env.load_state_dict(_join_tree(f"env{i}", arrays, meta))
+        for name in ("rng_act", "rng_train", "rng_eval", "rng_probe"):
+            getattr(self, name).bit_generator.state = meta[name]
+        for name in ("observations", "actions", "memory_reset", "episode_step", "episode_return"):
+            _copy_into(getattr(self, name), arrays[f"rollout/{name}"], f"rollout/{name}")
+        for k, h in enumerate(self.state):
+            _copy_into(h, arrays[f"rollout/state{k}"], f"rollout/state{k}")
+        self.metrics.__dict__.update(meta["metrics"])
+        self.step_count = int(meta["step_count"])
+
+    def save(self, path: str) -> None:
+        """Write the whole training state to ``path`` atomically (no pickle)."""
+        arrays, meta = self.state_dict()
+        save_checkpoint(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str, config: Config | None = None) -> "Trainer":
+        """A trainer continuing from a checkpoint (its own configuration unless ``config``)."""
+        arrays, meta = load_checkpoint(path)
+        if "config" not in meta or "seed" not in meta:
+            raise CheckpointError(f"{path}: not a training checkpoint (no config or seed)")
+        config = config if config is not None else Config.from_dict(_config_from_json(meta["config"]))
+        trainer = cls(config, int(meta["seed"]))
+        trainer.load_state_dict(arrays, meta)
+        return trainer
+
     # -- evaluation ------------------------------------------------------------------------------
 
     def evaluate(self) -> dict:
@@ -207,6 +283,57 @@ class Trainer:
         return result
 
 
+def _jsonable(value):
+    """``value`` as it comes back from JSON (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(value))
+
+
+def _first_difference(expected, found, path: str) -> str | None:
+    """A short description of the first place two JSON trees differ, or None."""
+    if isinstance(expected, dict) and isinstance(found, dict):
+        for key in sorted(set(expected) | set(found)):
+            if key not in found or key not in expected:
+                return f"{path}.{key}: expected {expected.get(key)!r}, found {found.get(key)!r}"
+            diff = _first_difference(expected[key], found[key], f"{path}.{key}")
+            if diff:
+                return diff
+        return None
+    if isinstance(expected, list) and isinstance(found, list) and len(expected) == len(found):
+        for i, (e, f) in enumerate(zip(expected, found)):
+            diff = _first_difference(e, f, f"{path}[{i}]")
+            if diff:
+                return diff
+        return None
+    return None if expected == found else f"{path}: expected {expected!r}, found {found!r}"
+
+
+def _split_tree(prefix: str, tree: dict, arrays: dict, meta: dict) -> None:
+    """Arrays of a state dict go to ``arrays``, everything else to ``meta``, under ``prefix/``."""
+    for key, value in tree.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"{prefix}/{key}"] = value
+        else:
+            meta[f"{prefix}/{key}"] = value.item() if isinstance(value, np.generic) else value
+
+
+def _join_tree(prefix: str, arrays: dict, meta: dict) -> dict:
+    head = prefix + "/"
+    tree = {k[len(head):]: v for k, v in meta.items() if k.startswith(head)}
+    tree.update({k[len(head):]: v for k, v in arrays.items() if k.startswith(head)})
+    return tree
+
+
+def _copy_into(target: np.ndarray, source: np.ndarray, name: str) -> None:
+    if source.shape != target.shape or source.dtype != target.dtype:
+        raise CheckpointError(f"checkpoint array {name!r}: expected {target.dtype} {target.shape}, "
+                              f"found {source.dtype} {source.shape}")
+    target[...] = source
+
+
+def _config_from_json(data: dict) -> dict:
+    return dict(data)
+
+
 Hook = Callable[[Trainer, dict], None]
 
 
@@ -218,22 +345,62 @@ class TrainResult:
 
 
 def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn: Callable[[str], None] | None = print,
-          hooks: Sequence[Hook] = (), evaluate_at_end: bool = True) -> TrainResult:
+          hooks: Sequence[Hook] = (), evaluate_at_end: bool = True, resume: bool = False,
+          progress: Callable[[Trainer, float, dict | None], None] | None = None,
+          progress_interval: int = 1000) -> TrainResult:
     """Run a whole training with evaluations every ``config.evaluation_interval`` steps.
 
     Evaluations happen before the training of steps 0, interval, 2 interval, ... and once more
     after the last step. Each prints the chapter's lines, is appended to
     ``log_dir/metrics.jsonl`` (flushed at once) and passed to every hook ``hook(trainer, record)``.
+
+    With ``log_dir``, the run directory holds ``config.json``, ``metrics.jsonl``,
+    ``checkpoints/`` (whole training state every ``config.checkpoint_interval`` steps, the last
+    ``config.keep_checkpoints`` kept, written atomically) and, at the end, ``policy.npz`` (the
+    actor, runnable with NumPy alone: ``memrl.Policy.load``). ``resume=True`` continues from the
+    newest loadable checkpoint in ``log_dir`` bit for bit. ``progress(trainer, elapsed_s,
+    last_record)`` is called every ``progress_interval`` steps.
     """
-    trainer = Trainer(config, seed)
-    metrics_file = None
+    from memrl.policy import export_policy
+
+    manager = None
+    records_path = None
     if log_dir is not None:
         os.makedirs(log_dir, exist_ok=True)
+        manager = CheckpointManager(os.path.join(log_dir, "checkpoints"), keep=config.keep_checkpoints)
+        records_path = os.path.join(log_dir, "metrics.jsonl")
+    trainer = None
+    kept_records: list[dict] = []
+    if resume:
+        if manager is None:
+            raise ValueError("resume: needs log_dir (the run directory to continue)")
+        found = manager.load_latest()
+        if found is None:
+            raise CheckpointError(f"resume: no loadable checkpoint in {manager.directory}")
+        path, arrays, meta = found
+        saved = Config.from_dict(_config_from_json(meta["config"]))
+        # Only the length of the run may change; the replay keeps its capacity.
+        config = saved.replace(total_steps=config.total_steps, replay_capacity=saved.capacity)
+        seed = int(meta["seed"])
+        trainer = Trainer(config, seed)
+        trainer.load_state_dict(arrays, meta)
+        if os.path.exists(records_path):
+            with open(records_path) as f:
+                kept_records = [r for r in (json.loads(line) for line in f if line.strip())
+                                if r["step"] < trainer.step_count]
+    else:
+        trainer = Trainer(config, seed)
+    metrics_file = None
+    if log_dir is not None:
         with open(os.path.join(log_dir, "config.json"), "w") as f:
             json.dump({"seed": seed, "config": config.to_dict()}, f, indent=2)
-        metrics_file = open(os.path.join(log_dir, "metrics.jsonl"), "w")
-    evaluations = []
-    start = time.perf_counter()
+        metrics_file = open(records_path, "w")
+        for record in kept_records:
+            metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+    evaluations = list(kept_records)
+    time_offset = kept_records[-1]["elapsed_s"] if kept_records else 0.0
+    start = time.perf_counter() - time_offset
     eval_time = 0.0
 
     def run_evaluation():
@@ -266,8 +433,17 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
             if trainer.step_count % config.evaluation_interval == 0:
                 run_evaluation()
             trainer.step()
-        if evaluate_at_end:
+            if manager is not None and config.checkpoint_interval and trainer.step_count % config.checkpoint_interval == 0:
+                manager.save(trainer.step_count, *trainer.state_dict())
+            if progress is not None and trainer.step_count % progress_interval == 0:
+                progress(trainer, time.perf_counter() - start, evaluations[-1] if evaluations else None)
+        if evaluate_at_end and not (evaluations and evaluations[-1]["step"] == trainer.step_count):
             run_evaluation()
+        if log_dir is not None:
+            export_policy(os.path.join(log_dir, "policy.npz"), trainer.agent.actor, action_dim=trainer.action_dim,
+                          log_std_min=config.log_std_min, log_std_max=config.log_std_max,
+                          memory_reset_interval=config.memory_reset_interval,
+                          meta={"environment": config.environment, "step": trainer.step_count, "seed": seed})
     finally:
         if metrics_file is not None:
             metrics_file.close()
@@ -276,7 +452,3 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
         print_fn(f"Total time: {elapsed:.1f} s ({config.total_steps / max(elapsed - eval_time, 1e-9):.0f} "
                  f"training steps/s excluding evaluation)")
     return TrainResult(trainer, evaluations, elapsed)
-
-
-def is_finite_record(record: dict) -> bool:
-    return all(not isinstance(v, float) or math.isfinite(v) for v in record.values())

@@ -1,0 +1,103 @@
+"""Whole-state checkpoints: exact resume in a fresh process, survival of a killed run, policy file."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from memrl.checkpoint import CheckpointManager, load_checkpoint
+from memrl.config import preset
+from memrl.loop import Trainer, train
+from memrl.policy import Policy
+
+SETTINGS = ["--set", "environment_kwargs.episode_step_limit=150", "--set", "n_warmup_steps=100",
+            "--set", "n_warmup_steps_critic=100", "--set", "n_warmup_steps_actor=200",
+            "--set", "evaluation_interval=200", "--set", "n_evaluation_episodes=1", "--set", "sequence_length=20",
+            "--set", "replay_capacity=1000"]
+
+
+def config(total_steps):
+    cfg = preset("memory-chapter").replace(total_steps=total_steps, n_warmup_steps=100, n_warmup_steps_critic=100,
+                                           n_warmup_steps_actor=200, evaluation_interval=200,
+                                           n_evaluation_episodes=1, sequence_length=20, replay_capacity=1000)
+    return cfg.replace(environment_kwargs={**cfg.environment_kwargs, "episode_step_limit": 150})
+
+
+def cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "memrl", "train", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_resume_in_a_fresh_process_is_bit_identical(tmp_path):
+    """Training 2N steps equals training N, saving, loading in a new process, and training N more."""
+    straight = train(config(600), seed=5, log_dir=str(tmp_path / "straight"), print_fn=None)
+    first = cli("memory-chapter", "--seed", "5", "--steps", "300", "--log-dir", str(tmp_path / "split"),
+                "--set", "checkpoint_interval=300", *SETTINGS)
+    assert first.returncode == 0, first.stderr
+    second = cli("--resume", str(tmp_path / "split"), "--steps", "600", "--quiet")
+    assert second.returncode == 0, second.stderr
+    arrays, meta = load_checkpoint(CheckpointManager(str(tmp_path / "split" / "checkpoints")).latest())
+    assert meta["step_count"] == 600
+    for name, net in straight.trainer.agent.networks().items():
+        np.testing.assert_array_equal(arrays[f"{name}/params"], net.params, err_msg=name)
+        np.testing.assert_array_equal(arrays[f"{name}/adam_v"], net.adam_v, err_msg=name)
+    np.testing.assert_array_equal(arrays["replay/observation"], straight.trainer.buffer.observation)
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if "elapsed" not in k}  # noqa: E731
+                          for line in open(path)]
+    assert strip(tmp_path / "split" / "metrics.jsonl") == strip(tmp_path / "straight" / "metrics.jsonl")
+
+
+def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "memrl", "train", "memory-chapter", "--seed", "2",
+                                 "--steps", "100000", "--log-dir", str(run), "--quiet",
+                                 "--set", "checkpoint_interval=20", *SETTINGS],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not (run / "checkpoints").exists() or not CheckpointManager(str(run / "checkpoints")).paths():
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.2, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        latest = CheckpointManager(str(run / "checkpoints")).latest()
+        assert latest is not None
+        Trainer.load(latest)  # loads and rebuilds the whole state
+    done = cli("--resume", str(run), "--steps", "700", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(CheckpointManager(str(run / "checkpoints")).latest())[1]["step_count"] == 700
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
+    trainer = Trainer(config(300), seed=0)
+    path = str(tmp_path / "c.npz")
+    trainer.save(path)
+    other = Trainer(config(300).replace(actor_hidden_dim=8), seed=0)
+    arrays, meta = load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"architecture does not match .*architecture.networks.actor\[0\].out_dim: "
+                                         r"expected 8, found 16"):
+        other.load_state_dict(arrays, meta)
+
+
+def test_exported_policy_acts_like_the_trained_actor(tmp_path):
+    result = train(config(400), seed=1, log_dir=str(tmp_path), print_fn=None)
+    policy = Policy.load(str(tmp_path / "policy.npz"))
+    agent = result.trainer.agent
+    rng = np.random.default_rng(0)
+    obs = (rng.random((500, 3, 1)) < 0.3).astype(np.float32)
+    state = agent.actor.initial_state(3)
+    policy.reset(3)
+    for t in range(500):
+        want = agent.act(np.ascontiguousarray(obs[t]), state, None, None).copy()
+        np.testing.assert_allclose(policy.act(obs[t]), want, atol=1e-5)
+
+
+def test_cli_resume_without_checkpoints_is_one_line(tmp_path):
+    out = cli("--resume", str(tmp_path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
