@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -283,6 +284,11 @@ class Trainer:
         return result
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports kilobytes)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _jsonable(value):
     """``value`` as it comes back from JSON (tuples become lists, keys strings)."""
     return json.loads(json.dumps(value))
@@ -412,7 +418,7 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
                   "train_elapsed_s": round(time.perf_counter() - start - eval_time, 3),
                   "mean_return": result["mean_return"], "std_return": result["std_return"],
                   "mean_length": result["mean_length"], "std_length": result["std_length"],
-                  "alpha": trainer.agent.alpha, **trainer.metrics.take()}
+                  "alpha": trainer.agent.alpha, "peak_rss_mb": peak_rss_mb(), **trainer.metrics.take()}
         lines = result.pop("probe_lines", None)
         if "probe_correct" in result:
             record.update(probe_correct=result["probe_correct"], probe_total=result["probe_total"])
@@ -450,5 +456,5 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
     elapsed = time.perf_counter() - start
     if print_fn is not None:
         print_fn(f"Total time: {elapsed:.1f} s ({config.total_steps / max(elapsed - eval_time, 1e-9):.0f} "
-                 f"training steps/s excluding evaluation)")
+                 f"training steps/s excluding evaluation), peak memory {peak_rss_mb():.1f} MB")
     return TrainResult(trainer, evaluations, elapsed)

@@ -287,7 +287,7 @@ class SAC:
                 self.critics[i], O, A))
         self._fused_actor = _sac.ActorUpdate(cfg, actor_batch, actor_noise, self.actor.plan(L, B),
                                              [c.plan(L, B) for c in self.critics], self.actor, self.target_entropy,
-                                             O, A)
+                                             O, A, int(threads))
         self._threads = int(threads)
 
     def update_critics_fused(self) -> tuple[float, float]:

@@ -30,35 +30,37 @@ cdef enum:
 
 
 cdef inline floating fast_tanh(floating x) noexcept nogil:
-    x = x if x < 3 else 3
-    x = x if x > -3 else -3
+    x = x if x < <floating>3 else <floating>3
+    x = x if x > <floating>-3 else <floating>-3
     cdef floating x2 = x * x
-    return x * (27 + x2) / (27 + 9 * x2)
+    return x * (<floating>27 + x2) / (<floating>27 + <floating>9 * x2)
 
 
 cdef inline floating fast_tanh_grad(floating x) noexcept nogil:
     """Exact derivative of ``fast_tanh`` at the pre-activation x (0 outside (-3, 3))."""
-    x = x if x < 3 else 3
-    x = x if x > -3 else -3
+    x = x if x < <floating>3 else <floating>3
+    x = x if x > <floating>-3 else <floating>-3
     cdef floating x2 = x * x
-    cdef floating num = x2 - 9
-    cdef floating den = 3 + x2
-    return (num * num) / (9 * den * den)
+    cdef floating num = x2 - <floating>9
+    cdef floating den = <floating>3 + x2
+    return (num * num) / (<floating>9 * den * den)
 
 
 cdef inline float tanh_rational(float x) noexcept nogil:
-    x = x if x < 9.0 else 9.0
-    x = x if x > -9.0 else -9.0
+    # Every literal is cast to float: a bare literal is a C double and would turn the whole
+    # evaluation into double arithmetic, which does not vectorise as well.
+    x = x if x < <float>9.0 else <float>9.0
+    x = x if x > <float>-9.0 else <float>-9.0
     cdef float x2 = x * x
-    cdef float p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
-    p = x2 * p + -8.60467152213735e-11
-    p = x2 * p + 5.12229709037114e-08
-    p = x2 * p + 1.48572235717979e-05
-    p = x2 * p + 6.37261928875436e-04
-    p = x2 * p + 4.89352455891786e-03
-    cdef float q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
-    q = x2 * q + 2.26843463243900e-03
-    q = x2 * q + 4.89352518554385e-03
+    cdef float p = x2 * <float>-2.76076847742355e-16 + <float>2.00018790482477e-13
+    p = x2 * p + <float>-8.60467152213735e-11
+    p = x2 * p + <float>5.12229709037114e-08
+    p = x2 * p + <float>1.48572235717979e-05
+    p = x2 * p + <float>6.37261928875436e-04
+    p = x2 * p + <float>4.89352455891786e-03
+    cdef float q = x2 * <float>1.19825839466702e-06 + <float>1.18534705686654e-04
+    q = x2 * q + <float>2.26843463243900e-03
+    q = x2 * q + <float>4.89352518554385e-03
     return x * p / q
 
 
@@ -71,7 +73,7 @@ cdef inline floating exact_tanh(floating x) noexcept nogil:
 
 cdef inline floating sigmoid(floating x) noexcept nogil:
     if floating is float:
-        return 0.5 + 0.5 * tanh_rational(0.5 * x)
+        return <float>0.5 + <float>0.5 * tanh_rational(<float>0.5 * x)
     else:
         return 1 / (1 + exp(-x))
 
@@ -114,7 +116,7 @@ cdef inline void activate_array(int act, Py_ssize_t n, const floating* pre, floa
                 out[i] = pre[i]
     elif act == ACT_RELU:
         for i in range(n):
-            out[i] = pre[i] if pre[i] > 0 else 0
+            out[i] = pre[i] if pre[i] > 0 else <floating>0
     elif act == ACT_TANH:
         for i in range(n):
             out[i] = exact_tanh(pre[i])
@@ -126,7 +128,7 @@ cdef inline void activate_array(int act, Py_ssize_t n, const floating* pre, floa
             out[i] = fast_tanh(pre[i])
     else:
         for i in range(n):
-            out[i] = 0.5 * fast_tanh(0.5 * pre[i]) + 0.5
+            out[i] = <floating>0.5 * fast_tanh(<floating>0.5 * pre[i]) + <floating>0.5
 
 
 cdef inline void activate_grad_array(int act, Py_ssize_t n, const floating* pre, const floating* post,
@@ -138,16 +140,16 @@ cdef inline void activate_grad_array(int act, Py_ssize_t n, const floating* pre,
             dpre[i] = dy[i]
     elif act == ACT_RELU:
         for i in range(n):
-            dpre[i] = dy[i] if pre[i] > 0 else 0
+            dpre[i] = dy[i] if pre[i] > 0 else <floating>0
     elif act == ACT_TANH:
         for i in range(n):
-            dpre[i] = dy[i] * (1 - post[i] * post[i])
+            dpre[i] = dy[i] * (<floating>1 - post[i] * post[i])
     elif act == ACT_SIGMOID:
         for i in range(n):
-            dpre[i] = dy[i] * post[i] * (1 - post[i])
+            dpre[i] = dy[i] * post[i] * (<floating>1 - post[i])
     elif act == ACT_FAST_TANH:
         for i in range(n):
             dpre[i] = dy[i] * fast_tanh_grad(pre[i])
     else:
         for i in range(n):
-            dpre[i] = dy[i] * 0.25 * fast_tanh_grad(0.5 * pre[i])
+            dpre[i] = dy[i] * <floating>0.25 * fast_tanh_grad(<floating>0.5 * pre[i])

@@ -37,7 +37,7 @@ cdef inline void _gates_rz(int n, floating* pre, floating* post, int mode) noexc
             post[j] = sigmoid(pre[j])
     else:
         for j in range(n):
-            post[j] = 0.5 * fast_tanh(0.5 * pre[j]) + 0.5
+            post[j] = <floating>0.5 * fast_tanh(<floating>0.5 * pre[j]) + <floating>0.5
 
 
 cdef inline void _gate_n(int n, floating* pre, floating* post, int mode) noexcept nogil:
@@ -99,7 +99,7 @@ cdef void gru_fwd(int T, int B, int I, int H, const floating* x, const floating*
             _gate_n(H, pa + 2 * H, g + 2 * H, mode)
             for j in range(H):
                 z = g[H + j]
-                ho[j] = (1 - z) * g[2 * H + j] + z * hp[b * H + j]
+                ho[j] = (<floating>1 - z) * g[2 * H + j] + z * hp[b * H + j]
 
 
 cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned char* reset,
@@ -141,9 +141,9 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
                     z = g[H + j]
                     n = g[2 * H + j]
                     grad = dyb[j] + cb[j]
-                    dn = grad * (1 - z) * (1 - n * n)
-                    dr = dn * hnb[j] * r * (1 - r)
-                    dz = grad * (hpb[j] - n) * z * (1 - z)
+                    dn = grad * (<floating>1 - z) * (<floating>1 - n * n)
+                    dr = dn * hnb[j] * r * (<floating>1 - r)
+                    dz = grad * (hpb[j] - n) * z * (<floating>1 - z)
                     Gb[j] = dr
                     Gb[H + j] = dz
                     Gb[2 * H + j] = dn
@@ -157,9 +157,9 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
                     z = g[H + j]
                     n = g[2 * H + j]
                     grad = dyb[j] + cb[j]
-                    dn = grad * (1 - z) * fast_tanh_grad(pa[2 * H + j])
-                    dr = dn * hnb[j] * 0.25 * fast_tanh_grad(0.5 * pa[j])
-                    dz = grad * (hpb[j] - n) * 0.25 * fast_tanh_grad(0.5 * pa[H + j])
+                    dn = grad * (<floating>1 - z) * fast_tanh_grad(pa[2 * H + j])
+                    dr = dn * hnb[j] * <floating>0.25 * fast_tanh_grad(<floating>0.5 * pa[j])
+                    dz = grad * (hpb[j] - n) * <floating>0.25 * fast_tanh_grad(<floating>0.5 * pa[H + j])
                     Gb[j] = dr
                     Gb[H + j] = dz
                     Gb[2 * H + j] = dn
@@ -218,7 +218,7 @@ cdef void gru_step_fwd(int B, int I, int H, const floating* x, floating* h,
         _gate_n(H, gxb + 2 * H, gxb + 2 * H, mode)
         for j in range(H):
             z = gxb[H + j]
-            hb[j] = (1 - z) * gxb[2 * H + j] + z * hb[j]
+            hb[j] = (<floating>1 - z) * gxb[2 * H + j] + z * hb[j]
 
 
 cdef inline void _check(str name, tuple got, tuple expected) except *:

@@ -77,13 +77,14 @@ cdef struct ActorCtx:
     const float* noise             # (L*B, A)
     float* a                       # (L*B, A)
     float* logp                    # (L*B,)
-    float* q1                      # (L*B,)
-    float* dq                      # (L*B,)
+    float* dq0                     # (L*B,)
+    float* dq1                     # (L*B,)
     float* da                      # (L*B, A)
     float* weight                  # (L*B,) entropy weights
     float* dpre                    # (L*B, 2A) gradient at the actor's output
     double lo, hi, alpha, target_entropy
     bint entropy_all, mask_non_terminal, ignore_resets
+    int threads                    # 2: the two critics' passes run on two threads
     double loss, entropy_gap
     int status
 
@@ -200,13 +201,36 @@ cdef void critic_run(CriticCtx* c) noexcept nogil:
     c.status = 0
 
 
+cdef void _both_forward(NetPlan* p0, NetPlan* p1, int threads) noexcept nogil:
+    cdef int i
+    if threads > 1:
+        for i in prange(2, num_threads=2, schedule="static", chunksize=1):
+            plan_forward[float](p0 if i == 0 else p1)
+    else:
+        plan_forward[float](p0)
+        plan_forward[float](p1)
+
+
+cdef void _both_backward_input(NetPlan* p0, NetPlan* p1, float* dq0, float* dq1, bint ignore_resets,
+                               int threads) noexcept nogil:
+    cdef int i
+    if threads > 1:
+        for i in prange(2, num_threads=2, schedule="static", chunksize=1):
+            plan_backward[float](p0 if i == 0 else p1, dq0 if i == 0 else dq1, True, ignore_resets)
+    else:
+        plan_backward[float](p0, dq0, True, ignore_resets)
+        plan_backward[float](p1, dq1, True, ignore_resets)
+
+
 cdef void actor_run(ActorCtx* c) noexcept nogil:
     cdef BatchRef* b = &c.batch
     cdef int L = b.L, B = b.B, O = b.O, A = b.A, OA = O + A, N = L * B
     cdef int k, i, n = 0
     cdef float* x0
+    cdef float* q1
     cdef float* q2
     cdef float* dx
+    cdef float* dx1
     cdef float alpha = <float>c.alpha, w_all, neg_inv_n, qmin
     cdef double qsum = 0, lsum = 0, mean_logp
     # 1. actions and log-probabilities on the replayed window
@@ -230,15 +254,14 @@ cdef void actor_run(ActorCtx* c) noexcept nogil:
     memcpy(c.critic1.x, x0, N * OA * sizeof(float))
     c.critic0.reset = b.reset
     c.critic1.reset = b.reset
-    plan_forward[float](c.critic0)
-    memcpy(c.q1, _out(c.critic0), N * sizeof(float))
-    plan_forward[float](c.critic1)
+    _both_forward(c.critic0, c.critic1, c.threads)
+    q1 = _out(c.critic0)
     q2 = _out(c.critic1)
     # 3. loss: -(1/N_f) sum_final min(Q1, Q2) + alpha * mean_E log pi
     w_all = <float>(c.alpha / N)
     for k in range(N):
         if _loss_step(b, c.mask_non_terminal, k):
-            qmin = c.q1[k] if c.q1[k] < q2[k] else q2[k]
+            qmin = q1[k] if q1[k] < q2[k] else q2[k]
             qsum += qmin
             if not c.entropy_all:
                 lsum += c.logp[k]
@@ -255,21 +278,19 @@ cdef void actor_run(ActorCtx* c) noexcept nogil:
         return
     # 4. dL/da through the smaller critic, per sample, at loss steps
     neg_inv_n = <float>(-1.0 / n)
-    memset(c.da, 0, N * A * sizeof(float))
     for k in range(N):
-        c.dq[k] = neg_inv_n if (_loss_step(b, c.mask_non_terminal, k) and c.q1[k] < q2[k]) else 0
-    plan_backward[float](c.critic0, c.dq, True, c.ignore_resets)
+        if _loss_step(b, c.mask_non_terminal, k):
+            c.dq0[k] = neg_inv_n if q1[k] < q2[k] else 0
+            c.dq1[k] = 0 if q1[k] < q2[k] else neg_inv_n
+        else:
+            c.dq0[k] = 0
+            c.dq1[k] = 0
+    _both_backward_input(c.critic0, c.critic1, c.dq0, c.dq1, c.ignore_resets, c.threads)
     dx = _dx(c.critic0)
+    dx1 = _dx(c.critic1)
     for k in range(N):
         for i in range(A):
-            c.da[k * A + i] += dx[k * OA + O + i]
-    for k in range(N):
-        c.dq[k] = neg_inv_n if (_loss_step(b, c.mask_non_terminal, k) and not (c.q1[k] < q2[k])) else 0
-    plan_backward[float](c.critic1, c.dq, True, c.ignore_resets)
-    dx = _dx(c.critic1)
-    for k in range(N):
-        for i in range(A):
-            c.da[k * A + i] += dx[k * OA + O + i]
+            c.da[k * A + i] = (<float>0 + dx[k * OA + O + i]) + dx1[k * OA + O + i]
     if c.mask_non_terminal:
         for k in range(N):
             if not b.final[k]:
@@ -365,7 +386,7 @@ cdef class ActorUpdate:
     cdef object _keep
 
     def __init__(self, config, batch, noise, actor_plan: SequencePlan, critic_plans, actor, double target_entropy,
-                 int observation_dim, int action_dim):
+                 int observation_dim, int action_dim, int threads=1):
         cdef SequencePlan c0 = critic_plans[0], c1 = critic_plans[1]
         import numpy as np
         L, B = batch.sequence_length, batch.batch_size
@@ -373,7 +394,7 @@ cdef class ActorUpdate:
         if noise.shape != (N, action_dim) or noise.dtype != np.float32:
             raise ValueError(f"noise: expected float32 of shape {(N, action_dim)}, got {noise.dtype} {noise.shape}")
         bufs = {name: np.zeros(shape, np.float32) for name, shape in
-                (("a", (N, action_dim)), ("logp", N), ("q1", N), ("dq", N), ("da", (N, action_dim)), ("weight", N),
+                (("a", (N, action_dim)), ("logp", N), ("dq0", N), ("dq1", N), ("da", (N, action_dim)), ("weight", N),
                  ("dpre", (N, 2 * action_dim)))}
         self._keep = [batch, noise, actor_plan, c0, c1, actor, bufs]
         _bind_batch(&self.ctx.batch, batch, observation_dim, action_dim)
@@ -384,8 +405,8 @@ cdef class ActorUpdate:
         self.ctx.noise = <const float*>_addr(noise)
         self.ctx.a = <float*>_addr(bufs["a"])
         self.ctx.logp = <float*>_addr(bufs["logp"])
-        self.ctx.q1 = <float*>_addr(bufs["q1"])
-        self.ctx.dq = <float*>_addr(bufs["dq"])
+        self.ctx.dq0 = <float*>_addr(bufs["dq0"])
+        self.ctx.dq1 = <float*>_addr(bufs["dq1"])
         self.ctx.da = <float*>_addr(bufs["da"])
         self.ctx.weight = <float*>_addr(bufs["weight"])
         self.ctx.dpre = <float*>_addr(bufs["dpre"])
@@ -395,6 +416,7 @@ cdef class ActorUpdate:
         self.ctx.entropy_all = config.actor_entropy_positions == "all"
         self.ctx.mask_non_terminal = config.mask_non_terminal
         self.ctx.ignore_resets = config.rltools_critic_backward_ignores_resets
+        self.ctx.threads = threads
 
     def run(self, double alpha, long adam_t):
         """One actor update; returns (status, loss, entropy gap)."""
