@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-dir", default=None, help="write config.json and metrics.jsonl here")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set memory_reset_interval=50 (repeatable)")
+    train.add_argument("--env", default=None, metavar="NAME",
+                       help="train on another environment: 'memory', 'pendulum' or 'gymnasium:<id>' "
+                            "(e.g. gymnasium:Pendulum-v1; needs pip install 'memrl[gym]')")
+    train.add_argument("--algorithm", choices=("sac", "td3"), default=None, help="override the preset's algorithm")
     train.add_argument("--resume", metavar="DIR", default=None,
                        help="continue the run in DIR from its newest checkpoint (bit for bit)")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -119,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset or "memory-chapter")
         if args.steps is not None:
             config = config.replace(total_steps=args.steps)
+        if args.env is not None:
+            config = config.replace(environment=args.env, environment_kwargs={})
+        if args.algorithm is not None:
+            config = config.replace(algorithm=args.algorithm)
         config = apply_overrides(config, args.overrides).validate()
         if args.seed < 0:
             raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")

@@ -17,7 +17,8 @@ from memrl.nn import ACTIVATIONS, GATE_MODES, AdamConfig
 from memrl.replay import SamplingConfig
 
 ALGORITHMS = ("sac", "td3")
-ENVIRONMENTS = ("memory",)
+ENVIRONMENTS = ("memory", "pendulum")
+"""memrl's own environments; any Gymnasium id works as ``"gymnasium:<id>"`` (``pip install memrl[gym]``)."""
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Config:
 
     # -- algorithm and environment --------------------------------------------------------------
     algorithm: str = "sac"
-    """"sac" (TD3 is a later addition)."""
+    """"sac" or "td3" (same replay, sampling and loop)."""
     environment: str = "memory"
     """Environment name (``memrl.envs.make``)."""
     environment_kwargs: dict = field(default_factory=lambda: {
@@ -89,6 +90,14 @@ class Config:
     """Where the actor loss takes its entropy term: "all" steps of the window (RLtools, normalised
     by L*B) or only the "final" steps where the Q term is taken."""
 
+    # -- TD3 -----------------------------------------------------------------------------------
+    target_policy_noise: float = 0.2
+    """Std of the smoothing noise added to the target actor's actions [TARGET_NEXT_ACTION_NOISE_STD]."""
+    target_noise_clip: float = 0.5
+    """Clip of that noise [TARGET_NEXT_ACTION_NOISE_CLIP]."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise added to rollout actions [EXPLORATION_NOISE]."""
+
     # -- networks ------------------------------------------------------------------------------
     actor_hidden_dim: int = 16
     actor_num_layers: int = 4
@@ -146,7 +155,10 @@ class Config:
     def validate(self) -> "Config":
         """Raise ValueError/TypeError naming the first invalid field; returns self."""
         _choice("algorithm", self.algorithm, ALGORITHMS)
-        _choice("environment", self.environment, ENVIRONMENTS)
+        if not (isinstance(self.environment, str) and (self.environment in ENVIRONMENTS
+                                                        or self.environment.startswith("gymnasium:"))):
+            raise ValueError(f"environment: expected one of {list(ENVIRONMENTS)} or 'gymnasium:<id>', "
+                             f"got {self.environment!r}")
         if not isinstance(self.environment_kwargs, dict):
             raise TypeError(f"environment_kwargs: expected a dict, got {type(self.environment_kwargs).__name__}")
         for name in ("n_environments", "total_steps", "critic_training_interval", "actor_training_interval",
@@ -181,6 +193,9 @@ class Config:
         _float("alpha", self.alpha, 0.0, None, open_low=True)
         if self.target_entropy is not None:
             _float("target_entropy", self.target_entropy, None, None)
+        _float("target_policy_noise", self.target_policy_noise, 0.0, None)
+        _float("target_noise_clip", self.target_noise_clip, 0.0, None)
+        _float("exploration_noise", self.exploration_noise, 0.0, None)
         _float("log_std_min", self.log_std_min, None, None)
         _float("log_std_max", self.log_std_max, None, None)
         if not self.log_std_min < self.log_std_max:
@@ -264,9 +279,28 @@ def _float(name, value, lo, hi, open_low=False):
         raise ValueError(f"{name}: expected a value <= {hi}, got {value}")
 
 
+def _feed_forward(**changes) -> Config:
+    """Pendulum with MLPs (sequence length 1), RLtools' and the usual SAC/TD3 settings."""
+    base = Config(environment="pendulum", environment_kwargs={"observation": "full", "episode_step_limit": 200},
+                  total_steps=20_000, sequence_length=1, batch_size=100, gamma=0.99, alpha=0.5, target_entropy=None,
+                  entropy_bonus_next_step=True, n_warmup_steps=100, n_warmup_steps_critic=100,
+                  n_warmup_steps_actor=100, actor_training_interval=1, actor_hidden_dim=64, critic_hidden_dim=64,
+                  actor_num_layers=3, critic_num_layers=3, actor_activation="relu", critic_activation="relu",
+                  actor_optimizer=AdamConfig.tensorflow(lr=1e-3), critic_optimizer=AdamConfig.tensorflow(lr=1e-3),
+                  sampling=SamplingConfig(include_first_step_in_targets=False, random_seq_length=False),
+                  evaluation_interval=2000, n_evaluation_episodes=10, checkpoint_interval=5000)
+    return base.replace(**changes)
+
+
 PRESETS: dict[str, Config] = {
     # The RLtools memory chapter, value for value (rltools-memory-chapter.txt).
     "memory-chapter": Config(),
+    # The same task with recurrent TD3 (policy delay 2, target smoothing, exploration noise).
+    "memory-chapter-td3": Config(algorithm="td3", critic_target_update_interval=2,
+                                 actor_optimizer=AdamConfig.tensorflow(lr=1e-3)),
+    # Feed-forward agents on Pendulum (fully observed).
+    "pendulum-sac": _feed_forward(),
+    "pendulum-td3": _feed_forward(algorithm="td3", actor_training_interval=2, critic_target_update_interval=2),
 }
 
 

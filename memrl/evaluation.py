@@ -68,7 +68,7 @@ def count_probe(agent, env, n_probes: int, rng: np.random.Generator, length: int
         bits = (rng.random(length) < p).astype(np.int64)
         x[:, 0, 0] = bits
         pre = agent.actor.forward(x, check=False)
-        action, _ = agent.head.forward(np.ascontiguousarray(pre[-1]), None, check=False)
+        action = agent.deterministic_action(np.ascontiguousarray(pre[-1]))
         prediction = float(action[0, 0]) * horizon
         target = probe_target(bits, horizon, mode)
         ok = _round_half_away(prediction) == target

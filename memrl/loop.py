@@ -31,7 +31,9 @@ from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from memrl.config import Config
 from memrl.evaluation import count_probe, evaluate
 from memrl.replay import ReplayBuffer, SequenceSampler
+from memrl.envs.gym import make_env
 from memrl.sac import SAC, TrainingDiverged
+from memrl.td3 import TD3
 
 
 @dataclass
@@ -63,10 +65,12 @@ class Trainer:
         seq = np.random.SeedSequence(self.seed)
         env_seq, act_seq, train_seq, eval_seq, probe_seq, agent_seq = seq.spawn(6)
         env_seeds = env_seq.generate_state(cfg.n_environments)
-        self.envs = [envs.make(cfg.environment, **cfg.environment_kwargs, seed=int(s)) for s in env_seeds]
+        self.envs = [make_env(cfg.environment, **cfg.environment_kwargs, seed=int(s)) for s in env_seeds]
         env = self.envs[0]
         self.observation_dim, self.action_dim = env.observation_dim, env.action_dim
-        self.agent = SAC(cfg, self.observation_dim, self.action_dim, int(agent_seq.generate_state(1)[0]))
+        agent_class = SAC if cfg.algorithm == "sac" else TD3
+        self.agent = agent_class(cfg, self.observation_dim, self.action_dim, int(agent_seq.generate_state(1)[0]))
+        self.fused = cfg.fused and cfg.algorithm == "sac"  # TD3 runs the NumPy updates
         self.buffer = ReplayBuffer(cfg.capacity, self.observation_dim, self.action_dim,
                                    n_streams=cfg.n_environments, max_episode_length=env.episode_step_limit)
         n_samplers = 1 if cfg.shared_batch else 3
@@ -87,7 +91,7 @@ class Trainer:
         batch = self.samplers[0].batch
         self.critic_noise = [np.zeros(self.agent.noise_shape(batch, target=True), np.float32) for _ in range(2)]
         self.actor_noise = np.zeros(self.agent.noise_shape(batch, target=False), np.float32)
-        if cfg.fused:
+        if self.fused:
             critic_batches = [self.samplers[0].batch] * 2 if cfg.shared_batch else [s.batch for s in self.samplers[:2]]
             critic_noise = [self.critic_noise[0]] * 2 if cfg.shared_batch else self.critic_noise
             self.agent.fuse(critic_batches, critic_noise, self.samplers[0 if cfg.shared_batch else 2].batch,
@@ -167,7 +171,7 @@ class Trainer:
                 agent.update_targets()
             return
         shared = self.samplers[0].sample(rng) if cfg.shared_batch else None
-        if train_critic and cfg.fused:
+        if train_critic and self.fused:
             for i in range(2):
                 if shared is None:
                     self.samplers[i].sample(rng)
@@ -189,7 +193,7 @@ class Trainer:
         if train_actor:
             batch = shared if shared is not None else self.samplers[2].sample(rng)
             rng.standard_normal(out=self.actor_noise, dtype=np.float32)
-            if cfg.fused:
+            if self.fused:
                 self.metrics.actor_loss += agent.update_actor_fused()
             else:
                 self.metrics.actor_loss += agent.update_actor(batch, self.actor_noise)
@@ -213,10 +217,11 @@ class Trainer:
             for part in ("params", "adam_m", "adam_v"):
                 arrays[f"{name}/{part}"] = getattr(net, part)
             meta[f"{name}/adam_t"] = net.adam_t
-        la = self.agent.log_alpha
-        for part in ("params", "adam_m", "adam_v"):
-            arrays[f"log_alpha/{part}"] = getattr(la, part)
-        meta["log_alpha/adam_t"] = la.adam_t
+        la = getattr(self.agent, "log_alpha", None)
+        if la is not None:
+            for part in ("params", "adam_m", "adam_v"):
+                arrays[f"log_alpha/{part}"] = getattr(la, part)
+            meta["log_alpha/adam_t"] = la.adam_t
         _split_tree("replay", self.buffer.state_dict(), arrays, meta)
         for i, env in enumerate(self.envs):
             _split_tree(f"env{i}", env.state_dict(), arrays, meta)
@@ -238,10 +243,11 @@ class Trainer:
             for part in ("params", "adam_m", "adam_v"):
                 _copy_into(getattr(net, part), arrays[f"{name}/{part}"], f"{name}/{part}")
             net.adam_t = int(meta[f"{name}/adam_t"])
-        la = self.agent.log_alpha
-        for part in ("params", "adam_m", "adam_v"):
-            _copy_into(getattr(la, part), arrays[f"log_alpha/{part}"], f"log_alpha/{part}")
-        la.adam_t = int(meta["log_alpha/adam_t"])
+        la = getattr(self.agent, "log_alpha", None)
+        if la is not None:
+            for part in ("params", "adam_m", "adam_v"):
+                _copy_into(getattr(la, part), arrays[f"log_alpha/{part}"], f"log_alpha/{part}")
+            la.adam_t = int(meta["log_alpha/adam_t"])
         self.buffer.load_state_dict(_join_tree("replay", arrays, meta))
         for i, env in enumerate(self.envs):
             env.load_state_dict(_join_tree(f"env{i}", arrays, meta))
@@ -275,7 +281,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Deterministic-policy evaluation (and the count probe on the memory task)."""
         cfg = self.config
-        result = evaluate(self.agent, lambda seed: envs.make(cfg.environment, **cfg.environment_kwargs, seed=seed),
+        result = evaluate(self.agent, lambda seed: make_env(cfg.environment, **cfg.environment_kwargs, seed=seed),
                           cfg.n_evaluation_episodes, self.rng_eval, memory_reset_interval=cfg.memory_reset_interval)
         if cfg.environment == "memory" and cfg.n_probes > 0:
             probe = count_probe(self.agent, self.envs[0], cfg.n_probes, self.rng_probe,

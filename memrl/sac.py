@@ -318,6 +318,11 @@ class SAC:
 
     # -- acting --------------------------------------------------------------------------------
 
+    def deterministic_action(self, pre: np.ndarray) -> np.ndarray:
+        """Actions (N, A) = tanh(mean) from actor outputs (N, 2A)."""
+        action, _ = self.head.forward(np.ascontiguousarray(pre, self.dtype), None, check=False)
+        return action
+
     def act(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray | None,
             noise: np.ndarray | None) -> np.ndarray:
         """Actions (N, A) for observations (N, O), advancing the carried GRU ``state``.

@@ -36,10 +36,11 @@ cdef void dense_bwd(int N, int I, int O, const floating* x, const floating* W,
     if act != 0:
         activate_grad_array(act, N * O, pre, y, dy, dpre)
         g = dpre
-    for n in range(N):
-        for o in range(O):
-            db[o] += g[n * O + o]
-    gemm(True, False, O, I, N, <floating>1, g, O, x, I, <floating>1, dW, I)
+    if dW != NULL:  # NULL: input gradient only (e.g. a critic differentiated for the actor)
+        for n in range(N):
+            for o in range(O):
+                db[o] += g[n * O + o]
+        gemm(True, False, O, I, N, <floating>1, g, O, x, I, <floating>1, dW, I)
     if dx != NULL:
         gemm(False, False, N, I, O, <floating>1, g, O, W, I, <floating>0, dx, I)
 

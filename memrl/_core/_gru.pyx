@@ -81,8 +81,7 @@ cdef void gru_fwd(int T, int B, int I, int H, const floating* x, const floating*
             else:
                 src = h + ((t - 1) * B + b) * H
             memcpy(hp + b * H, src, H * sizeof(floating))
-            memcpy(gh + b * H3, b_hh, H3 * sizeof(floating))
-        gemm(False, False, B, H3, H, <floating>1, hp, H, W_hh_T, H3, <floating>1, gh, H3)
+        gemm(False, False, B, H3, H, <floating>1, hp, H, W_hh_T, H3, <floating>0, gh, H3)
         for b in range(B):
             k = t * B + b
             pa = preact + k * H3
@@ -91,10 +90,10 @@ cdef void gru_fwd(int T, int B, int I, int H, const floating* x, const floating*
             hnb = hn + k * H
             ho = h + k * H
             for j in range(2 * H):
-                pa[j] += ghb[j]
+                pa[j] += ghb[j] + b_hh[j]
             _gates_rz(2 * H, pa, g, mode)
             for j in range(H):
-                hnb[j] = ghb[2 * H + j]
+                hnb[j] = ghb[2 * H + j] + b_hh[2 * H + j]
                 pa[2 * H + j] += g[j] * hnb[j]
             _gate_n(H, pa + 2 * H, g + 2 * H, mode)
             for j in range(H):
@@ -176,14 +175,15 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
                 memset(carry + b * H, 0, H * sizeof(floating))
             else:
                 memcpy(carry + b * H, dhp + b * H, H * sizeof(floating))
-    # Parameter gradients and dx: one product each over all T*B rows.
-    for k in range(TB):
-        for j in range(H3):
-            db_ih[j] += G[k * H3 + j]
-            db_hh[j] += Gh[k * H3 + j]
-    if I > 0:
-        gemm(True, False, H3, I, TB, <floating>1, G, H3, x, I, <floating>1, dW_ih, I)
-    gemm(True, False, H3, H, TB, <floating>1, Gh, H3, h_prev, H, <floating>1, dW_hh, H)
+    # Parameter gradients and dx: one product each over all T*B rows (dW_hh == NULL: dx only).
+    if dW_hh != NULL:
+        for k in range(TB):
+            for j in range(H3):
+                db_ih[j] += G[k * H3 + j]
+                db_hh[j] += Gh[k * H3 + j]
+        if I > 0:
+            gemm(True, False, H3, I, TB, <floating>1, G, H3, x, I, <floating>1, dW_ih, I)
+        gemm(True, False, H3, H, TB, <floating>1, Gh, H3, h_prev, H, <floating>1, dW_hh, H)
     if dx != NULL and I > 0:
         gemm(False, False, TB, I, H3, <floating>1, G, H3, W_ih, I, <floating>0, dx, I)
 

@@ -61,5 +61,6 @@ cdef class StepPlan:
 
 
 cdef void plan_forward(NetPlan* plan, floating* dummy=*) noexcept nogil
-cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil
+cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_resets,
+                        bint param_grads=*) noexcept nogil
 cdef void plan_step(NetPlan* plan, floating* x, const unsigned char* reset) noexcept nogil

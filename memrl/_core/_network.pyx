@@ -151,7 +151,8 @@ cdef void plan_forward(NetPlan* plan, floating* dummy=NULL) noexcept nogil:
                     <floating*>lp.h_prev, <floating*>lp.W_hh_T, <floating*>lp.gh, lp.code)
 
 
-cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_resets) noexcept nogil:
+cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_resets,
+                        bint param_grads=True) noexcept nogil:
     cdef int i, N = plan.T * plan.B, H, b
     cdef LayerPlan* lp
     cdef floating* g = dy
@@ -163,7 +164,8 @@ cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_r
         dx = <floating*>lp.dx if (i > 0 or need_dx) else NULL
         if lp.kind == 0:
             dense_bwd(N, lp.in_dim, lp.out_dim, <floating*>lp.x, <floating*>lp.W, <floating*>lp.pre,
-                      <floating*>lp.y, g, <floating*>lp.dW, <floating*>lp.db, dx, <floating*>lp.dpre, lp.code)
+                      <floating*>lp.y, g, <floating*>lp.dW if param_grads else NULL, <floating*>lp.db, dx,
+                      <floating*>lp.dpre, lp.code)
         else:
             H = lp.out_dim
             hp = <floating*>lp.h_prev
@@ -177,7 +179,8 @@ cdef void plan_backward(NetPlan* plan, floating* dy, bint need_dx, bint ignore_r
                 reset = NULL
             gru_bwd(plan.T, plan.B, lp.in_dim, H, <floating*>lp.x, reset, <floating*>lp.W,
                     <floating*>lp.W_hh, <floating*>lp.preact, <floating*>lp.gates, <floating*>lp.hn, hp, g,
-                    <floating*>lp.dW, <floating*>lp.dW_hh, <floating*>lp.db, <floating*>lp.db_hh, dx,
+                    <floating*>lp.dW, <floating*>lp.dW_hh if param_grads else NULL, <floating*>lp.db,
+                    <floating*>lp.db_hh, dx,
                     <floating*>lp.dh0, <floating*>lp.G, <floating*>lp.Gh, <floating*>lp.carry,
                     <floating*>lp.dhp, lp.code)
         g = dx

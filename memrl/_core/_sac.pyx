@@ -216,10 +216,10 @@ cdef void _both_backward_input(NetPlan* p0, NetPlan* p1, float* dq0, float* dq1,
     cdef int i
     if threads > 1:
         for i in prange(2, num_threads=2, schedule="static", chunksize=1):
-            plan_backward[float](p0 if i == 0 else p1, dq0 if i == 0 else dq1, True, ignore_resets)
+            plan_backward[float](p0 if i == 0 else p1, dq0 if i == 0 else dq1, True, ignore_resets, False)
     else:
-        plan_backward[float](p0, dq0, True, ignore_resets)
-        plan_backward[float](p1, dq1, True, ignore_resets)
+        plan_backward[float](p0, dq0, True, ignore_resets, False)
+        plan_backward[float](p1, dq1, True, ignore_resets, False)
 
 
 cdef void actor_run(ActorCtx* c) noexcept nogil:
