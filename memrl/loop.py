@@ -383,6 +383,7 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
         records_path = os.path.join(log_dir, "metrics.jsonl")
     trainer = None
     kept_records: list[dict] = []
+    checkpoints_disabled = None
     if resume:
         if manager is None:
             raise ValueError("resume: needs log_dir (the run directory to continue)")
@@ -402,6 +403,13 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
                                 if r["step"] < trainer.step_count]
     else:
         trainer = Trainer(config, seed)
+    if manager is not None and config.checkpoint_interval:
+        try:
+            trainer.envs[0].state_dict()
+        except NotImplementedError as exc:
+            checkpoints_disabled = f"checkpoints disabled: {exc}"
+            if print_fn is not None:
+                print_fn(f"memrl: warning: {checkpoints_disabled}")
     metrics_file = None
     if log_dir is not None:
         with open(os.path.join(log_dir, "config.json"), "w") as f:
@@ -445,7 +453,8 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
             if trainer.step_count % config.evaluation_interval == 0:
                 run_evaluation()
             trainer.step()
-            if manager is not None and config.checkpoint_interval and trainer.step_count % config.checkpoint_interval == 0:
+            if (manager is not None and config.checkpoint_interval and not checkpoints_disabled
+                    and trainer.step_count % config.checkpoint_interval == 0):
                 manager.save(trainer.step_count, *trainer.state_dict())
             if progress is not None and trainer.step_count % progress_interval == 0:
                 progress(trainer, time.perf_counter() - start, evaluations[-1] if evaluations else None)
