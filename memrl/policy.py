@@ -71,9 +71,9 @@ def export_policy(path: str | os.PathLike, actor, *, action_dim: int, log_std_mi
     """
     layers = actor.config()
     _check_positive_int("action_dim", action_dim)
-    if actor.out_dim != 2 * action_dim:
-        raise ValueError(f"actor: expected output dim 2 * action_dim = {2 * action_dim} ([mean | log-std]), "
-                         f"got {actor.out_dim}")
+    if actor.out_dim not in (action_dim, 2 * action_dim):
+        raise ValueError(f"actor: expected output dim action_dim = {action_dim} (deterministic, TD3) or "
+                         f"2 * action_dim = {2 * action_dim} ([mean | log-std], SAC), got {actor.out_dim}")
     if not log_std_min < log_std_max:
         raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
     if memory_reset_interval is not None:
@@ -114,8 +114,9 @@ class Policy:
         self.memory_reset_interval = memory_reset_interval
         self.meta = meta or {}
         out_dim = _out_dim(layers[-1])
-        if out_dim != 2 * action_dim:
-            raise ValueError(f"layers: expected output dim 2 * action_dim = {2 * action_dim}, got {out_dim}")
+        if out_dim not in (action_dim, 2 * action_dim):
+            raise ValueError(f"layers: expected output dim {action_dim} or {2 * action_dim}, got {out_dim}")
+        self.stochastic = out_dim == 2 * action_dim
         self.recurrent = [i for i, layer in enumerate(layers) if layer["type"] == "gru"]
         self.state: list[np.ndarray] | None = None  # one (B, H) array per GRU layer
         self.steps_since_reset: np.ndarray | None = None  # (B,) act calls since each row's reset
@@ -181,6 +182,8 @@ class Policy:
         if self.batch_size is not None and B != self.batch_size:
             raise ValueError(f"observation: expected batch size {self.batch_size} (the current episodes), got {B}; "
                              f"call reset({B}) to start new ones")
+        if noise is not None and not self.stochastic:
+            raise ValueError("noise: this policy is deterministic (a TD3 actor has no log-std output)")
         if noise is not None:
             noise = np.asarray(noise, dtype=np.float64)
             want = (A,) if single else (B, A)

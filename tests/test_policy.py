@@ -160,8 +160,8 @@ def test_bad_observations_and_batches_raise_clear_errors(tmp_path):
 
 
 def test_export_checks_the_actor(tmp_path):
-    with pytest.raises(ValueError, match=r"actor: expected output dim 2 \* action_dim = 4 \(\[mean \| log-std\]\), got 2"):
-        export_policy(tmp_path / "p.npz", chapter_actor(), action_dim=2)
+    with pytest.raises(ValueError, match=r"actor: expected output dim action_dim = 3 .* 2 \* action_dim = 6 .*got 2"):
+        export_policy(tmp_path / "p.npz", chapter_actor(), action_dim=3)
     with pytest.raises(ValueError, match="memory_reset_interval: expected an integer >= 1, got 0"):
         export_policy(tmp_path / "p.npz", chapter_actor(), action_dim=1, memory_reset_interval=0)
     assert not os.listdir(tmp_path)

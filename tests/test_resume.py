@@ -102,3 +102,16 @@ def test_exported_policy_acts_like_the_trained_actor(tmp_path):
 def test_cli_resume_without_checkpoints_is_one_line(tmp_path):
     out = cli("--resume", str(tmp_path))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_td3_policy_exports_and_acts_deterministically(tmp_path):
+    result = train(config(300).replace(algorithm="td3"), seed=1, log_dir=str(tmp_path), print_fn=None)
+    policy = Policy.load(str(tmp_path / "policy.npz"))
+    agent = result.trainer.agent
+    obs = np.ones((2, 1), np.float32)
+    state = agent.actor.initial_state(2)
+    policy.reset(2)
+    for _ in range(20):
+        np.testing.assert_allclose(policy.act(obs), agent.act(obs, state, None, None), atol=1e-5)
+    with pytest.raises(ValueError, match="deterministic"):
+        policy.act(obs, noise=np.zeros((2, 1)))
