@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     from memrl.loop import train
 
     try:
-        train(config, seed=args.seed, log_dir=args.log_dir, print_fn=None if args.quiet else print,
+        quiet_print = lambda line: print(line) if line.startswith(("Total time", "memrl: warning")) else None  # noqa: E731
+        train(config, seed=args.seed, log_dir=args.log_dir, print_fn=quiet_print if args.quiet else print,
               resume=args.resume is not None, progress=_progress_printer(args.log_every, args.quiet),
               progress_interval=200 if sys.stdout.isatty() else max(1, args.log_every))
     except TrainingDiverged as exc:
