@@ -78,37 +78,12 @@ class LogAlpha:
         self.optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t)
 
 
-class SAC:
-    """Actor, twin critics, target critics and alpha, with the chapter's updates."""
+class ReplayAgent:
+    """What SAC and TD3 share: buffers, batch views, and the critic loss on a sequence batch.
 
-    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int, *, dtype=np.float32):
-        cfg = self.config = config
-        self.observation_dim, self.action_dim = O, A = observation_dim, action_dim
-        self.dtype = np.dtype(dtype)
-        seeds = np.random.SeedSequence(seed).generate_state(3)
-        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype)
-        self.actor = build_network(O, 2 * A, cfg.actor_hidden_dim, cfg.actor_num_layers, cfg.actor_activation,
-                                   seed=int(seeds[0]), **net)
-        self.critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
-                                      cfg.critic_activation, seed=int(s), **net) for s in seeds[1:]]
-        self.target_critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
-                                             cfg.critic_activation, seed=None, **net) for _ in self.critics]
-        for target, critic in zip(self.target_critics, self.critics):
-            target.copy_from(critic)
-        self.head = TanhGaussianHead(A, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max, dtype=self.dtype)
-        self.log_alpha = LogAlpha(cfg.alpha, cfg.alpha_optimizer)
-        self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
-        self._buffers: dict[tuple, dict] = {}
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    @property
-    def alpha(self) -> float:
-        return self.log_alpha.value
-
-    def networks(self) -> dict[str, Sequential]:
-        return {"actor": self.actor, "critic_0": self.critics[0], "critic_1": self.critics[1],
-                "target_critic_0": self.target_critics[0], "target_critic_1": self.target_critics[1]}
+    Subclasses set ``config``, ``dtype``, ``action_dim``, ``critics``, ``target_critics`` and
+    define ``critic_targets(batch, noise) -> y (L, B)``.
+    """
 
     def _buf(self, key, shape, dtype=None):
         buf = self._buffers.get((key, shape))
@@ -140,35 +115,14 @@ class SAC:
         np.subtract(1, batch.next_final[:batch.sequence_length], out=valid)
         return valid
 
-    # -- critic --------------------------------------------------------------------------------
-
-    def critic_targets(self, batch, noise: np.ndarray) -> np.ndarray:
-        """Bellman targets y (L, B) for every current slot (only loss steps are used)."""
-        cfg = self.config
-        L, B, A = batch.sequence_length, batch.batch_size, self.action_dim
-        obs_t = self._cast(batch.target_observations)
-        Lt = obs_t.shape[0]
-        pre = self.actor.forward(obs_t, batch.target_reset, check=False)
-        next_action, next_logp = self.head.forward(pre.reshape(Lt * B, 2 * A), noise, check=False)
-        next_action = next_action.reshape(Lt, B, A)
-        if cfg.mask_non_terminal:
-            padding = batch.target_final[:, :, None].astype(bool)
-            next_action = np.where(padding, next_action, batch.target_actions)
+    def _target_values(self, batch, obs_t, next_action):
+        """min of the target critics (Lt, B) on the target window; replayed actions except at padding slots."""
+        if self.config.mask_non_terminal:
+            next_action = np.where(batch.target_final[:, :, None].astype(bool), next_action, batch.target_actions)
         x = self._q_input("target_q_input", obs_t, next_action)
         q1 = self.target_critics[0].forward(x, batch.target_reset, check=False)
         q2 = self.target_critics[1].forward(x, batch.target_reset, check=False)
-        q_next = np.minimum(q1[:, :, 0], q2[:, :, 0])
-        d = batch.target_offset
-        logp = next_logp.reshape(Lt, B)
-        alpha = self.dtype.type(self.alpha)
-        bootstrap = q_next[d:d + L]
-        if cfg.entropy_bonus and cfg.entropy_bonus_next_step:
-            bootstrap = bootstrap - alpha * logp[d:d + L]
-        keep = 1.0 if cfg.ignore_termination else (1.0 - batch.terminated)
-        y = batch.rewards + self.dtype.type(cfg.gamma) * keep * bootstrap
-        if cfg.entropy_bonus and not cfg.entropy_bonus_next_step:
-            y = y - alpha * logp[:L]  # the current step's history sits at target slot t when d == 1
-        return y.astype(self.dtype, copy=False)
+        return np.minimum(q1[:, :, 0], q2[:, :, 0])
 
     def critic_loss_and_grad(self, i: int, batch, noise: np.ndarray) -> float:
         """Forward and backward of critic i's loss on ``batch`` into its ``grads`` (zeroed first)."""
@@ -177,7 +131,6 @@ class SAC:
         critic = self.critics[i]
         x = self._q_input("q_input", batch.current_observations, batch.current_actions)
         q = critic.forward(x, batch.reset, check=False)[:, :, 0]
-        self.last_critic_q = q
         mask = self._loss_mask(batch)
         n = int(mask.sum())
         diff = (q - y) * mask
@@ -198,9 +151,66 @@ class SAC:
         critic.adam_step(self.config.critic_optimizer)
         return loss
 
+
     def update_targets(self) -> None:
         for target, critic in zip(self.target_critics, self.critics):
             target.polyak_from(critic, self.config.tau)
+
+
+class SAC(ReplayAgent):
+    """Actor, twin critics, target critics and alpha, with the chapter's updates."""
+
+    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int, *, dtype=np.float32):
+        cfg = self.config = config
+        self.observation_dim, self.action_dim = O, A = observation_dim, action_dim
+        self.dtype = np.dtype(dtype)
+        seeds = np.random.SeedSequence(seed).generate_state(3)
+        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype)
+        self.actor = build_network(O, 2 * A, cfg.actor_hidden_dim, cfg.actor_num_layers, cfg.actor_activation,
+                                   seed=int(seeds[0]), **net)
+        self.critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
+                                      cfg.critic_activation, seed=int(s), **net) for s in seeds[1:]]
+        self.target_critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
+                                             cfg.critic_activation, seed=None, **net) for _ in self.critics]
+        for target, critic in zip(self.target_critics, self.critics):
+            target.copy_from(critic)
+        self.head = TanhGaussianHead(A, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max, dtype=self.dtype)
+        self.log_alpha = LogAlpha(cfg.alpha, cfg.alpha_optimizer)
+        self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
+        self._buffers: dict[tuple, dict] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def alpha(self) -> float:
+        return self.log_alpha.value
+
+    def networks(self) -> dict[str, Sequential]:
+        return {"actor": self.actor, "critic_0": self.critics[0], "critic_1": self.critics[1],
+                "target_critic_0": self.target_critics[0], "target_critic_1": self.target_critics[1]}
+
+    # -- critic --------------------------------------------------------------------------------
+
+    def critic_targets(self, batch, noise: np.ndarray) -> np.ndarray:
+        """Bellman targets y (L, B) for every current slot (only loss steps are used)."""
+        cfg = self.config
+        L, B, A = batch.sequence_length, batch.batch_size, self.action_dim
+        obs_t = self._cast(batch.target_observations)
+        Lt = obs_t.shape[0]
+        pre = self.actor.forward(obs_t, batch.target_reset, check=False)
+        next_action, next_logp = self.head.forward(pre.reshape(Lt * B, 2 * A), noise, check=False)
+        q_next = self._target_values(batch, obs_t, next_action.reshape(Lt, B, A))
+        d = batch.target_offset
+        logp = next_logp.reshape(Lt, B)
+        alpha = self.dtype.type(self.alpha)
+        bootstrap = q_next[d:d + L]
+        if cfg.entropy_bonus and cfg.entropy_bonus_next_step:
+            bootstrap = bootstrap - alpha * logp[d:d + L]
+        keep = 1.0 if cfg.ignore_termination else (1.0 - batch.terminated)
+        y = batch.rewards + self.dtype.type(cfg.gamma) * keep * bootstrap
+        if cfg.entropy_bonus and not cfg.entropy_bonus_next_step:
+            y = y - alpha * logp[:L]  # the current step's history sits at target slot t when d == 1
+        return y.astype(self.dtype, copy=False)
 
     # -- actor and alpha ------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ import math
 import numpy as np
 
 from memrl.config import Config
-from memrl.sac import TrainingDiverged, _check_finite, build_network
+from memrl.sac import ReplayAgent, TrainingDiverged, _check_finite, build_network
 
 
-class TD3:
+class TD3(ReplayAgent):
     """Actor, target actor, twin critics and their targets, with TD3's updates."""
 
     alpha = None  # no entropy temperature
@@ -56,33 +56,6 @@ class TD3:
                 "critic_1": self.critics[1], "target_critic_0": self.target_critics[0],
                 "target_critic_1": self.target_critics[1]}
 
-    def _buf(self, key, shape, dtype=None):
-        buf = self._buffers.get((key, shape))
-        if buf is None:
-            buf = self._buffers[(key, shape)] = np.zeros(shape, self.dtype if dtype is None else dtype)
-        return buf
-
-    def _cast(self, array):
-        return array if array.dtype == self.dtype else np.ascontiguousarray(array, self.dtype)
-
-    def noise_shape(self, batch, target: bool) -> tuple[int, int]:
-        T = batch.target_observations.shape[0] if target else batch.sequence_length
-        return (T * batch.batch_size, self.action_dim)
-
-    def _q_input(self, key, observations, actions):
-        T, B, O = observations.shape
-        x = self._buf(key, (T, B, O + self.action_dim))
-        x[:, :, :O] = observations
-        x[:, :, O:] = actions
-        return x
-
-    def _loss_mask(self, batch):
-        if self.config.mask_non_terminal:
-            return batch.final
-        valid = self._buf("valid", batch.final.shape, np.uint8)
-        np.subtract(1, batch.next_final[:batch.sequence_length], out=valid)
-        return valid
-
     def deterministic_action(self, pre: np.ndarray) -> np.ndarray:
         """Actions (N, A) from actor outputs (N, A)."""
         return np.tanh(pre)
@@ -98,43 +71,10 @@ class TD3:
         smoothing = np.clip(cfg.target_policy_noise * noise.reshape(Lt, B, A), -cfg.target_noise_clip,
                             cfg.target_noise_clip)
         next_action = np.clip(np.tanh(pre) + smoothing, -1.0, 1.0)
-        if cfg.mask_non_terminal:
-            next_action = np.where(batch.target_final[:, :, None].astype(bool), next_action, batch.target_actions)
-        x = self._q_input("target_q_input", obs_t, next_action)
-        q1 = self.target_critics[0].forward(x, batch.target_reset, check=False)
-        q2 = self.target_critics[1].forward(x, batch.target_reset, check=False)
         d = batch.target_offset
-        bootstrap = np.minimum(q1[:, :, 0], q2[:, :, 0])[d:d + L]
+        bootstrap = self._target_values(batch, obs_t, next_action)[d:d + L]
         keep = 1.0 if cfg.ignore_termination else (1.0 - batch.terminated)
         return (batch.rewards + self.dtype.type(cfg.gamma) * keep * bootstrap).astype(self.dtype, copy=False)
-
-    def critic_loss_and_grad(self, i: int, batch, noise: np.ndarray) -> float:
-        y = self.critic_targets(batch, noise)
-        L, B = batch.sequence_length, batch.batch_size
-        critic = self.critics[i]
-        x = self._q_input("q_input", batch.current_observations, batch.current_actions)
-        q = critic.forward(x, batch.reset, check=False)[:, :, 0]
-        mask = self._loss_mask(batch)
-        n = int(mask.sum())
-        diff = (q - y) * mask
-        loss = 0.5 * float(np.dot(diff.ravel(), diff.ravel())) / n
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"critic_{i}: loss is {loss}")
-        dq = self._buf("dq", (L, B, 1))
-        np.multiply(diff, self.dtype.type(1.0 / n), out=dq[:, :, 0])
-        critic.zero_grad()
-        critic.backward(dq, need_dx=False, check=False)
-        return loss
-
-    def update_critic(self, i: int, batch, noise: np.ndarray) -> float:
-        loss = self.critic_loss_and_grad(i, batch, noise)
-        _check_finite(self.critics[i].grads, f"critic_{i} gradient")
-        self.critics[i].adam_step(self.config.critic_optimizer)
-        return loss
-
-    def update_targets(self) -> None:
-        for target, critic in zip(self.target_critics, self.critics):
-            target.polyak_from(critic, self.config.tau)
 
     # -- actor -----------------------------------------------------------------------------------
 
