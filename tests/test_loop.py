@@ -210,3 +210,16 @@ def test_feed_forward_sac_learns_pendulum():
     result = train(cfg, seed=1, print_fn=None)
     first, last = result.evaluations[0], result.evaluations[-1]
     assert last["mean_return"] > -600 and last["mean_return"] > first["mean_return"] + 300, result.evaluations
+
+
+def test_cli_trains_on_a_gymnasium_environment(tmp_path, capsys):
+    pytest.importorskip("gymnasium")
+    code = main(["train", "pendulum-td3", "--env", "gymnasium:Pendulum-v1", "--steps", "300", "--seed", "3",
+                 "--log-dir", str(tmp_path), "--set", "evaluation_interval=300", "--set", "n_evaluation_episodes=2",
+                 "--set", "batch_size=16", "--quiet"])
+    assert code == 0
+    err = capsys.readouterr()
+    assert "checkpoints disabled" in err.out
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 300] and records[0]["mean_length"] == 200
+    assert (tmp_path / "policy.npz").exists()
