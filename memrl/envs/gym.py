@@ -189,15 +189,18 @@ class GymnasiumEnv:
     def env_action(self, action: Any) -> np.ndarray:
         """The action the wrapped env receives for the normalised ``action`` (checked, clipped, rescaled)."""
         try:
-            value = np.asarray(action, dtype=np.float64)
+            value = action if isinstance(action, np.ndarray) and action.dtype.kind == "f" \
+                else np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError):
             raise TypeError(f"action: expected real numbers of shape ({self.action_dim},), got {action!r}") from None
         if value.shape != (self.action_dim,) and not (self.action_dim == 1 and value.shape == ()):
             raise ValueError(f"action: expected shape ({self.action_dim},), got shape {value.shape}")
         if not np.isfinite(value).all():
             raise ValueError(f"action: expected finite numbers, got {value.reshape(-1).tolist()}")
-        scaled = self._action_offset + self._action_scale * np.clip(value.reshape(-1), -1.0, 1.0)
-        np.clip(scaled, self._env_action_low, self._env_action_high, out=scaled)
+        # np.minimum/np.maximum rather than np.clip: the same result at a fraction of the call cost
+        clipped = np.minimum(np.maximum(value.reshape(-1).astype(np.float64), -1.0), 1.0)
+        scaled = self._action_offset + self._action_scale * clipped
+        scaled = np.minimum(np.maximum(scaled, self._env_action_low), self._env_action_high)
         return scaled.astype(self._action_dtype).reshape(self._action_shape)
 
     def _flatten(self, obs: Any) -> npt.NDArray[np.float32]:
