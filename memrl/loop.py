@@ -17,7 +17,6 @@ acting, batches and noise, evaluation), so the same seed gives the same run bit 
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import time
@@ -26,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from memrl import __version__, envs
+from memrl import __version__
 from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
 from memrl.config import Config
 from memrl.evaluation import count_probe, evaluate
@@ -86,6 +85,9 @@ class Trainer:
         self.action_noise = np.zeros((N, A), np.float32)
         self.state = self.agent.actor.initial_state(N)
         self.memory_reset = np.ones(N, np.uint8)
+        self._uniform = np.zeros((N, A))        # scratch: warm-up actions
+        self._steps_mod = np.zeros(N, np.int64)  # scratch: episode step modulo the memory wipe
+        self._wipe = np.zeros(N, bool)
         self.episode_step = np.zeros(N, np.int64)
         self.episode_return = np.zeros(N, np.float64)
         batch = self.samplers[0].batch
@@ -126,11 +128,14 @@ class Trainer:
     def _collect(self, random_actions: bool) -> None:
         cfg = self.config
         if random_actions:
-            self.actions[...] = self.rng_act.uniform(-1.0, 1.0, self.actions.shape)
+            self.rng_act.random(out=self._uniform)
+            np.multiply(self._uniform, 2.0, out=self._uniform)
+            np.subtract(self._uniform, 1.0, out=self.actions, casting="same_kind")
         else:
             if cfg.memory_reset_interval is not None:
-                wipe = (self.episode_step % cfg.memory_reset_interval) == 0
-                self.memory_reset |= wipe.astype(np.uint8)
+                np.remainder(self.episode_step, cfg.memory_reset_interval, out=self._steps_mod)
+                np.equal(self._steps_mod, 0, out=self._wipe)
+                np.logical_or(self.memory_reset, self._wipe, out=self.memory_reset, casting="unsafe")
             self.rng_act.standard_normal(out=self.action_noise, dtype=np.float32)
             self.actions[...] = self.agent.act(self.observations, self.state, self.memory_reset, self.action_noise)
             self.memory_reset[:] = 0
@@ -171,23 +176,21 @@ class Trainer:
                 agent.update_targets()
             return
         shared = self.samplers[0].sample(rng) if cfg.shared_batch else None
-        if train_critic and self.fused:
+        if train_critic:
+            # Each critic gets its own batch and noise (one of each with shared_batch), drawn in
+            # the same order whichever update path runs.
+            batches, noises = [], []
             for i in range(2):
-                if shared is None:
-                    self.samplers[i].sample(rng)
+                batches.append(shared if shared is not None else self.samplers[i].sample(rng))
+                noises.append(self.critic_noise[0 if shared is not None else i])
                 if shared is None or i == 0:
-                    rng.standard_normal(out=self.critic_noise[i], dtype=np.float32)
-            l0, l1 = agent.update_critics_fused()
-            self.metrics.critic_loss += l0 + l1
+                    rng.standard_normal(out=noises[i], dtype=np.float32)
+            if self.fused:
+                losses = agent.update_critics_fused()
+            else:
+                losses = [agent.update_critic(i, batches[i], noises[i]) for i in range(2)]
+            self.metrics.critic_loss += sum(losses)
             self.metrics.critic_updates += 2
-        elif train_critic:
-            for i in range(2):
-                batch = shared if shared is not None else self.samplers[i].sample(rng)
-                noise = self.critic_noise[0 if shared is not None else i]
-                if shared is None or i == 0:
-                    rng.standard_normal(out=noise, dtype=np.float32)
-                self.metrics.critic_loss += agent.update_critic(i, batch, noise)
-                self.metrics.critic_updates += 1
         if update_targets:
             agent.update_targets()
         if train_actor:
@@ -271,7 +274,7 @@ class Trainer:
         arrays, meta = load_checkpoint(path)
         if "config" not in meta or "seed" not in meta:
             raise CheckpointError(f"{path}: not a training checkpoint (no config or seed)")
-        config = config if config is not None else Config.from_dict(_config_from_json(meta["config"]))
+        config = config if config is not None else Config.from_dict(meta["config"])
         trainer = cls(config, int(meta["seed"]))
         trainer.load_state_dict(arrays, meta)
         return trainer
@@ -342,10 +345,6 @@ def _copy_into(target: np.ndarray, source: np.ndarray, name: str) -> None:
     target[...] = source
 
 
-def _config_from_json(data: dict) -> dict:
-    return dict(data)
-
-
 Hook = Callable[[Trainer, dict], None]
 
 
@@ -391,7 +390,7 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
         if found is None:
             raise CheckpointError(f"resume: no loadable checkpoint in {manager.directory}")
         path, arrays, meta = found
-        saved = Config.from_dict(_config_from_json(meta["config"]))
+        saved = Config.from_dict(meta["config"])
         # Only the length of the run may change; the replay keeps its capacity.
         config = saved.replace(total_steps=config.total_steps, replay_capacity=saved.capacity)
         seed = int(meta["seed"])

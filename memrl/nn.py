@@ -428,7 +428,6 @@ class _StepWorkspace:
 
     def __init__(self, model: Sequential, B: int, state: list[np.ndarray]):
         self.layers = [layer.step_workspace(B, model.dtype) for layer in model.layers]
-        self.state = state
         self.plan = StepPlan([layer.plan_spec(ws) for layer, ws in zip(model.layers, self.layers)],
                              list(state), B, model.dtype == np.float64)
         last = self.layers[-1]

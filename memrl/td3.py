@@ -80,7 +80,7 @@ class TD3(ReplayAgent):
 
     def actor_loss_and_grad(self, batch) -> float:
         cfg = self.config
-        L, B, A, O = batch.sequence_length, batch.batch_size, self.action_dim, self.observation_dim
+        L, B, O = batch.sequence_length, batch.batch_size, self.observation_dim
         obs = self._cast(batch.current_observations)
         pre = self.actor.forward(obs, batch.reset, check=False)
         action = np.tanh(pre)

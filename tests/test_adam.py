@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from memrl import testing
 from memrl._core import _adam
 from memrl.nn import AdamConfig, Dense, GRU, Sequential
 

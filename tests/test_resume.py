@@ -1,6 +1,5 @@
 """Whole-state checkpoints: exact resume in a fresh process, survival of a killed run, policy file."""
 import json
-import os
 import signal
 import subprocess
 import sys

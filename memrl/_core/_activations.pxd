@@ -78,35 +78,6 @@ cdef inline floating sigmoid(floating x) noexcept nogil:
         return 1 / (1 + exp(-x))
 
 
-cdef inline floating activate(int act, floating x) noexcept nogil:
-    if act == ACT_IDENTITY:
-        return x
-    if act == ACT_RELU:
-        return x if x > 0 else 0
-    if act == ACT_TANH:
-        return exact_tanh(x)
-    if act == ACT_SIGMOID:
-        return sigmoid(x)
-    if act == ACT_FAST_TANH:
-        return fast_tanh(x)
-    return 0.5 * fast_tanh(0.5 * x) + 0.5
-
-
-cdef inline floating activate_grad(int act, floating pre, floating post) noexcept nogil:
-    """d act / d pre, from the pre-activation and the activation's output."""
-    if act == ACT_IDENTITY:
-        return 1
-    if act == ACT_RELU:
-        return 1 if pre > 0 else 0
-    if act == ACT_TANH:
-        return 1 - post * post
-    if act == ACT_SIGMOID:
-        return post * (1 - post)
-    if act == ACT_FAST_TANH:
-        return fast_tanh_grad(pre)
-    return 0.25 * fast_tanh_grad(0.5 * pre)
-
-
 cdef inline void activate_array(int act, Py_ssize_t n, const floating* pre, floating* out) noexcept nogil:
     """out[i] = act(pre[i]); the branch on ``act`` is outside the loops."""
     cdef Py_ssize_t i

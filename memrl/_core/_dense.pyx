@@ -5,7 +5,7 @@ dW and db (callers zero them) and OVERWRITES dx. Nothing is allocated; the GIL i
 """
 from cython cimport floating
 from memrl._core._blas cimport gemm
-from memrl._core._activations cimport activate, activate_grad, activate_array, activate_grad_array
+from memrl._core._activations cimport activate_array, activate_grad_array
 
 IDENTITY = 0
 RELU = 1
@@ -57,14 +57,9 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:
         raise ValueError(f"act: expected an activation code 0..5, got {act}")
     if N == 0 or O == 0:
         return
-    if I == 0:
-        for o in range(O):
-            for n in range(N):
-                pre[n, o] = b[o]
-                y[n, o] = activate(act, b[o])
-        return
-    with nogil:
-        dense_fwd(N, I, O, &x[0, 0], &W[0, 0], &b[0], &pre[0, 0], &y[0, 0], act)
+    with nogil:  # with I == 0 the product adds nothing and x, W are never read
+        dense_fwd(N, I, O, &x[0, 0] if I > 0 else NULL, &W[0, 0] if I > 0 else NULL, &b[0], &pre[0, 0],
+                  &y[0, 0], act)
 
 
 def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:, ::1] pre,
@@ -83,12 +78,15 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[
             dx[:, :] = 0
         return
     cdef floating* dx_ptr = NULL
+    cdef int n, o
     if dx is not None and I > 0:
         dx_ptr = &dx[0, 0]
-    if I == 0:
-        for n in range(N):
-            for o in range(O):
-                db[o] += dy[n, o] * activate_grad(act, pre[n, o], y[n, o])
+    if I == 0:  # only the bias has a gradient
+        with nogil:
+            activate_grad_array(act, N * O, &pre[0, 0], &y[0, 0], &dy[0, 0], &dpre[0, 0])
+            for n in range(N):
+                for o in range(O):
+                    db[o] += dpre[n, o]
         return
     with nogil:
         dense_bwd(N, I, O, &x[0, 0], &W[0, 0], &pre[0, 0], &y[0, 0], &dy[0, 0],
@@ -97,17 +95,21 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[
 
 def activation(int act, const floating[::1] x, floating[::1] out):
     """out = act(x), elementwise (for tests)."""
-    cdef Py_ssize_t i
     if out.shape[0] != x.shape[0]:
         raise ValueError("out: expected the shape of x")
-    for i in range(x.shape[0]):
-        out[i] = activate(act, x[i])
+    if x.shape[0]:
+        activate_array(act, x.shape[0], &x[0], &out[0])
 
 
 def activation_grad(int act, const floating[::1] x, floating[::1] out):
     """out = d act / dx at x, elementwise (for tests)."""
-    cdef Py_ssize_t i
     if out.shape[0] != x.shape[0]:
         raise ValueError("out: expected the shape of x")
-    for i in range(x.shape[0]):
-        out[i] = activate_grad(act, x[i], activate(act, x[i]))
+    if not x.shape[0]:
+        return
+    import numpy as np
+    post = np.empty(x.shape[0], np.float64 if floating is double else np.float32)
+    ones = np.ones_like(post)
+    cdef floating[::1] post_mv = post, ones_mv = ones
+    activate_array(act, x.shape[0], &x[0], &post_mv[0])
+    activate_grad_array(act, x.shape[0], &x[0], &post_mv[0], &ones_mv[0], &out[0])

@@ -47,6 +47,9 @@ cdef struct NetPlan:
     const unsigned char* reset     # (T, B) or NULL, set before each forward
 
 
+cdef size_t addr(arr) except? 0
+
+
 cdef class SequencePlan:
     cdef NetPlan net
     cdef bint is_double

@@ -18,13 +18,47 @@ from memrl._core._dense cimport dense_fwd, dense_bwd
 from memrl._core._gru cimport gru_fwd, gru_bwd, gru_step_fwd
 
 
-cdef size_t _addr(arr) except? 0:
-    """Address of a C-contiguous NumPy array's data (arrays are kept alive by the plan)."""
+cdef size_t addr(arr) except? 0:
+    """Address of a C-contiguous NumPy array's data (callers keep the arrays alive)."""
     if arr is None:
         return 0
     if not arr.flags.c_contiguous:
         raise ValueError("plan buffers must be C-contiguous")
     return <size_t>arr.__array_interface__["data"][0]
+
+
+cdef int _bind_layer(NetPlan* net, int i, dict spec) except -1:
+    """Kind, sizes and parameter (and, if given, gradient) pointers of layer i, shared by both plans."""
+    cdef LayerPlan* lp = &net.layers[i]
+    p, g = spec["params"], spec.get("grads")
+    lp.in_dim = spec["in_dim"]
+    lp.out_dim = spec["out_dim"]
+    lp.code = spec["code"]
+    lp.kind = 0 if spec["kind"] == "dense" else 1
+    names = ("W", "b", None, None) if lp.kind == 0 else ("W_ih", "b_ih", "W_hh", "b_hh")
+    lp.W = <void*>addr(p[names[0]])
+    lp.b = <void*>addr(p[names[1]])
+    if g is not None:
+        lp.dW = <void*>addr(g[names[0]])
+        lp.db = <void*>addr(g[names[1]])
+    if lp.kind == 1:
+        lp.W_hh = <void*>addr(p["W_hh"])
+        lp.b_hh = <void*>addr(p["b_hh"])
+        if g is not None:
+            lp.dW_hh = <void*>addr(g["W_hh"])
+            lp.db_hh = <void*>addr(g["b_hh"])
+    return 0
+
+
+cdef int _alloc_layers(NetPlan* net, int n, int T, int B) except -1:
+    net.n_layers = n
+    net.T = T
+    net.B = B
+    net.reset = NULL
+    net.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
+    if net.layers == NULL:
+        raise MemoryError()
+    return 0
 
 
 cdef class SequencePlan:
@@ -37,66 +71,40 @@ cdef class SequencePlan:
 
     def __cinit__(self, list layers, x, int T, int B, bint is_double):
         cdef int n = len(layers), i
-        self.net.n_layers = n
-        self.net.T = T
-        self.net.B = B
+        _alloc_layers(&self.net, n, T, B)
         self.is_double = is_double
-        self.net.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
-        if self.net.layers == NULL:
-            raise MemoryError()
         self._keep = [layers, x]
-        self.net.x = <void*>_addr(x)
+        self.net.x = <void*>addr(x)
         self.net.in_dim = layers[0]["in_dim"]
         self.net.out_dim = layers[n - 1]["out_dim"]
-        self.net.reset = NULL
         for i in range(n):
             spec = layers[i]
-            p, g, ws = spec["params"], spec["grads"], spec["ws"]
+            _bind_layer(&self.net, i, spec)
+            ws = spec["ws"]
             lp = &self.net.layers[i]
-            lp.in_dim = spec["in_dim"]
-            lp.out_dim = spec["out_dim"]
-            lp.code = spec["code"]
-            if spec["kind"] == "dense":
-                lp.kind = 0
-                lp.W = <void*>_addr(p["W"])
-                lp.b = <void*>_addr(p["b"])
-                lp.dW = <void*>_addr(g["W"])
-                lp.db = <void*>_addr(g["b"])
-                lp.pre = <void*>_addr(ws["pre"])
-                lp.y = <void*>_addr(ws["y"])
-                lp.dpre = <void*>_addr(ws["dpre"])
-                lp.dx = <void*>_addr(ws["dx"])
+            if lp.kind == 0:
+                lp.pre = <void*>addr(ws["pre"])
+                lp.y = <void*>addr(ws["y"])
+                lp.dpre = <void*>addr(ws["dpre"])
+                lp.dx = <void*>addr(ws["dx"])
                 lp.out = lp.y
             else:
-                lp.kind = 1
-                lp.W = <void*>_addr(p["W_ih"])
-                lp.W_hh = <void*>_addr(p["W_hh"])
-                lp.b = <void*>_addr(p["b_ih"])
-                lp.b_hh = <void*>_addr(p["b_hh"])
-                lp.dW = <void*>_addr(g["W_ih"])
-                lp.dW_hh = <void*>_addr(g["W_hh"])
-                lp.db = <void*>_addr(g["b_ih"])
-                lp.db_hh = <void*>_addr(g["b_hh"])
-                for name in ("h", "preact", "gates", "hn", "h_prev", "W_hh_T", "gh", "G", "Gh", "carry", "dhp",
-                             "dx", "dh0", "zeros", "h_prev_continuous"):
-                    if name not in ws:
-                        raise ValueError(f"layers[{i}].ws: missing GRU workspace {name!r}")
-                lp.h = <void*>_addr(ws["h"])
-                lp.preact = <void*>_addr(ws["preact"])
-                lp.gates = <void*>_addr(ws["gates"])
-                lp.hn = <void*>_addr(ws["hn"])
-                lp.h_prev = <void*>_addr(ws["h_prev"])
-                lp.W_hh_T = <void*>_addr(ws["W_hh_T"])
-                lp.gh = <void*>_addr(ws["gh"])
-                lp.G = <void*>_addr(ws["G"])
-                lp.Gh = <void*>_addr(ws["Gh"])
-                lp.carry = <void*>_addr(ws["carry"])
-                lp.dhp = <void*>_addr(ws["dhp"])
-                lp.dx = <void*>_addr(ws["dx"])
-                lp.dh0 = <void*>_addr(ws["dh0"])
-                lp.h0 = <void*>_addr(ws["zeros"])
+                lp.h = <void*>addr(ws["h"])
+                lp.preact = <void*>addr(ws["preact"])
+                lp.gates = <void*>addr(ws["gates"])
+                lp.hn = <void*>addr(ws["hn"])
+                lp.h_prev = <void*>addr(ws["h_prev"])
+                lp.W_hh_T = <void*>addr(ws["W_hh_T"])
+                lp.gh = <void*>addr(ws["gh"])
+                lp.G = <void*>addr(ws["G"])
+                lp.Gh = <void*>addr(ws["Gh"])
+                lp.carry = <void*>addr(ws["carry"])
+                lp.dhp = <void*>addr(ws["dhp"])
+                lp.dx = <void*>addr(ws["dx"])
+                lp.dh0 = <void*>addr(ws["dh0"])
+                lp.h0 = <void*>addr(ws["zeros"])
                 lp.h0_default = lp.h0
-                lp.h_prev_cont = <void*>_addr(ws["h_prev_continuous"])
+                lp.h_prev_cont = <void*>addr(ws["h_prev_continuous"])
                 lp.out = lp.h
         for i in range(n):
             self.net.layers[i].x = self.net.x if i == 0 else self.net.layers[i - 1].out
@@ -111,13 +119,13 @@ cdef class SequencePlan:
         for i in range(self.net.n_layers):
             if self.net.layers[i].kind == 1:
                 state = states[k] if k < len(states) else None
-                self.net.layers[i].h0 = self.net.layers[i].h0_default if state is None else <void*>_addr(state)
+                self.net.layers[i].h0 = self.net.layers[i].h0_default if state is None else <void*>addr(state)
                 k += 1
 
     def forward(self, x, reset):
         """x: (T, B, in_dim) array of the plan's dtype (copied in); reset: (T, B) uint8 or None."""
-        cdef size_t xa = _addr(x)
-        cdef size_t ra = _addr(reset)
+        cdef size_t xa = addr(x)
+        cdef size_t ra = addr(reset)
         with nogil:
             memcpy(self.net.x, <void*>xa, self.net.T * self.net.B * self.net.in_dim * (8 if self.is_double else 4))
             self.net.reset = <const unsigned char*>ra
@@ -128,7 +136,7 @@ cdef class SequencePlan:
 
     def backward(self, dy, bint need_dx, bint ignore_resets=False):
         """dy: (T, B, out_dim); accumulates parameter gradients; dx lands in layer 0's ``dx``."""
-        cdef size_t da = _addr(dy)
+        cdef size_t da = addr(dy)
         with nogil:
             if self.is_double:
                 plan_backward[double](&self.net, <double*>da, need_dx, ignore_resets)
@@ -195,37 +203,22 @@ cdef class StepPlan:
 
     def __cinit__(self, list layers, list states, int B, bint is_double):
         cdef int n = len(layers), i, k = 0
-        self.net.n_layers = n
-        self.net.B = B
-        self.net.T = 1
+        _alloc_layers(&self.net, n, 1, B)
         self.is_double = is_double
-        self.net.layers = <LayerPlan*>calloc(n, sizeof(LayerPlan))
-        if self.net.layers == NULL:
-            raise MemoryError()
         self._keep = [layers, states]
         for i in range(n):
-            spec = layers[i]
-            p, ws = spec["params"], spec["ws"]
+            spec = {**layers[i], "grads": None}
+            _bind_layer(&self.net, i, spec)
+            ws = spec["ws"]
             lp = &self.net.layers[i]
-            lp.in_dim = spec["in_dim"]
-            lp.out_dim = spec["out_dim"]
-            lp.code = spec["code"]
-            if spec["kind"] == "dense":
-                lp.kind = 0
-                lp.W = <void*>_addr(p["W"])
-                lp.b = <void*>_addr(p["b"])
-                lp.pre = <void*>_addr(ws["pre"])
-                lp.y = <void*>_addr(ws["y"])
+            if lp.kind == 0:
+                lp.pre = <void*>addr(ws["pre"])
+                lp.y = <void*>addr(ws["y"])
                 lp.out = lp.y
             else:
-                lp.kind = 1
-                lp.W = <void*>_addr(p["W_ih"])
-                lp.W_hh = <void*>_addr(p["W_hh"])
-                lp.b = <void*>_addr(p["b_ih"])
-                lp.b_hh = <void*>_addr(p["b_hh"])
-                lp.preact = <void*>_addr(ws["gx"])
-                lp.gh = <void*>_addr(ws["gh"])
-                lp.h = <void*>_addr(states[k])
+                lp.preact = <void*>addr(ws["gx"])
+                lp.gh = <void*>addr(ws["gh"])
+                lp.h = <void*>addr(states[k])
                 lp.out = lp.h
                 k += 1
 
@@ -234,8 +227,8 @@ cdef class StepPlan:
 
     def step(self, x, reset):
         """x: (B, in_dim) of the plan's dtype; reset: (B,) uint8 or None (rows restart from zeros)."""
-        cdef size_t xa = _addr(x)
-        cdef size_t ra = _addr(reset)
+        cdef size_t xa = addr(x)
+        cdef size_t ra = addr(reset)
         with nogil:
             if self.is_double:
                 plan_step[double](&self.net, <double*>xa, <const unsigned char*>ra)

@@ -14,17 +14,9 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
-from memrl._core._network cimport NetPlan, SequencePlan, plan_backward, plan_forward
+from memrl._core._network cimport NetPlan, SequencePlan, addr as _addr, plan_backward, plan_forward
 from memrl._core._head cimport head_bwd, head_fwd
 from memrl._core._adam cimport adam_kernel
-
-
-cdef size_t _addr(arr) except? 0:
-    if arr is None:
-        return 0
-    if not arr.flags.c_contiguous:
-        raise ValueError("buffers must be C-contiguous")
-    return <size_t>arr.__array_interface__["data"][0]
 
 
 cdef struct AdamRef:
