@@ -106,12 +106,14 @@ cdef inline void activate_grad_array(int act, Py_ssize_t n, const floating* pre,
                                      const floating* dy, floating* dpre) noexcept nogil:
     """dpre[i] = dy[i] * act'(pre[i]) (from the outputs for tanh and sigmoid)."""
     cdef Py_ssize_t i
+    cdef floating g
     if act == ACT_IDENTITY:
         for i in range(n):
             dpre[i] = dy[i]
     elif act == ACT_RELU:
         for i in range(n):
-            dpre[i] = dy[i] if pre[i] > 0 else <floating>0
+            g = dy[i]  # loaded unconditionally so the select vectorises
+            dpre[i] = g if pre[i] > 0 else <floating>0
     elif act == ACT_TANH:
         for i in range(n):
             dpre[i] = dy[i] * (<floating>1 - post[i] * post[i])

@@ -33,13 +33,15 @@ cdef void dense_bwd(int N, int I, int O, const floating* x, const floating* W,
                     floating* dW, floating* db, floating* dx, floating* dpre, int act) noexcept nogil:
     cdef int n, o
     cdef const floating* g = dy
+    cdef const floating* row
     if act != 0:
         activate_grad_array(act, N * O, pre, y, dy, dpre)
         g = dpre
     if dW != NULL:  # NULL: input gradient only (e.g. a critic differentiated for the actor)
         for n in range(N):
+            row = g + n * O
             for o in range(O):
-                db[o] += g[n * O + o]
+                db[o] += row[o]
         gemm(True, False, O, I, N, <floating>1, g, O, x, I, <floating>1, dW, I)
     if dx != NULL:
         gemm(False, False, N, I, O, <floating>1, g, O, W, I, <floating>0, dx, I)
