@@ -231,7 +231,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: "Config | None" = None) -> "Config":
-        """Build from a dict (unknown keys raise); nested dicts update ``base``'s nested settings."""
+        """Build from a dict (unknown keys raise); nested dicts update ``base``'s nested settings
+        (``environment_kwargs`` only while the environment stays ``base``'s)."""
         base = cls() if base is None else base
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -244,8 +245,9 @@ class Config:
                 value = _nested(SamplingConfig, current, value, key)
             elif isinstance(current, AdamConfig) and isinstance(value, dict):
                 value = _nested(AdamConfig, current, value, key)
-            elif key == "environment_kwargs" and isinstance(value, dict):
-                value = {**current, **value}
+            elif key == "environment_kwargs" and isinstance(value, dict) \
+                    and data.get("environment", base.environment) == base.environment:
+                value = {**current, **value}  # a partial update of the same environment's settings
             changes[key] = value
         return dataclasses.replace(base, **changes)
 

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from memrl import __version__
+from memrl._core._sac import all_finite
 from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
 from memrl.config import Config
 from memrl.evaluation import count_probe, evaluate
@@ -117,8 +118,8 @@ class Trainer:
         cfg, step = self.config, self.step_count
         if step == cfg.n_warmup_steps and step > 0:
             self._end_all_episodes()
-        self._collect(random_actions=step < cfg.n_warmup_steps)
         try:
+            self._collect(random_actions=step < cfg.n_warmup_steps)
             self._train(step)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"step {step}: {exc}") from None
@@ -138,6 +139,8 @@ class Trainer:
                 np.logical_or(self.memory_reset, self._wipe, out=self.memory_reset, casting="unsafe")
             self.rng_act.standard_normal(out=self.action_noise, dtype=np.float32)
             self.actions[...] = self.agent.act(self.observations, self.state, self.memory_reset, self.action_noise)
+            if not all_finite(self.actions.reshape(-1)):
+                raise TrainingDiverged("actor: non-finite actions while collecting")
             self.memory_reset[:] = 0
         for i, env in enumerate(self.envs):
             obs = self.observations[i]
@@ -185,13 +188,13 @@ class Trainer:
                 noises.append(self.critic_noise[0 if shared is not None else i])
                 if shared is None or i == 0:
                     rng.standard_normal(out=noises[i], dtype=np.float32)
-            if self.fused:
-                losses = agent.update_critics_fused()
+            if self.fused:  # the targets' Polyak step runs inside the same compiled call
+                losses = agent.update_critics_fused(update_targets)
             else:
                 losses = [agent.update_critic(i, batches[i], noises[i]) for i in range(2)]
             self.metrics.critic_loss += sum(losses)
             self.metrics.critic_updates += 2
-        if update_targets:
+        if update_targets and not (train_critic and self.fused):
             agent.update_targets()
         if train_actor:
             batch = shared if shared is not None else self.samplers[2].sample(rng)

@@ -23,8 +23,8 @@ segment-final steps, the only steps with a loss (``mask_non_terminal``). The act
 with E all window steps (RLtools) or only the final ones (``actor_entropy_positions``). The
 gradient of the min flows through the smaller critic per sample. Alpha follows
 ``d/d log(alpha) = mean_E(-log pi_t - target_entropy)`` (descent lowers alpha while the entropy
-is above target). Every loss is checked for finiteness; a non-finite one raises
-:class:`TrainingDiverged` before any parameter changes.
+is above target). Every loss and gradient is checked for finiteness; a non-finite one raises
+:class:`TrainingDiverged` and the update that found it changes no parameter.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from memrl.nn import GRU, AdamConfig, Dense, Sequential, TanhGaussianHead
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss or gradient became NaN or infinite; parameters were left as they were before."""
+    """A loss or gradient became NaN or infinite; the failing update left every parameter as it was."""
 
 
 def build_network(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, activation: str,
@@ -150,7 +150,6 @@ class ReplayAgent:
         _check_finite(critic.grads, f"critic_{i} gradient")
         critic.adam_step(self.config.critic_optimizer)
         return loss
-
 
     def update_targets(self) -> None:
         for target, critic in zip(self.target_critics, self.critics):
@@ -294,17 +293,22 @@ class SAC(ReplayAgent):
             target_plans = [t.plan(Lt, B) if own else t.new_workspace(Lt, B).plan for t in self.target_critics]
             self._fused_critics.append(_sac.CriticUpdate(
                 cfg, critic_batches[i], critic_noise[i], actor_plan, target_plans, self.critics[i].plan(L, B),
-                self.critics[i], O, A))
+                self.critics[i], self.target_critics[i], O, A))
         self._fused_actor = _sac.ActorUpdate(cfg, actor_batch, actor_noise, self.actor.plan(L, B),
                                              [c.plan(L, B) for c in self.critics], self.actor, self.target_entropy,
                                              O, A, int(threads))
         self._threads = int(threads)
 
-    def update_critics_fused(self) -> tuple[float, float]:
-        """Both critic updates on their bound batches and noise; returns the two losses."""
+    def update_critics_fused(self, update_targets: bool = False) -> tuple[float, float]:
+        """Both critic updates on their bound batches and noise, then (``update_targets``) the
+        targets' Polyak step, as ``update_targets()`` would do it; returns the two losses.
+
+        If either loss or gradient is non-finite, no parameter changes and TrainingDiverged is raised.
+        """
         c0, c1 = self.critics
         s0, l0, s1, l1 = _sac.run_critic_updates(self._fused_critics[0], self._fused_critics[1], self.alpha,
-                                                 c0.adam_t + 1, c1.adam_t + 1, self._threads)
+                                                 c0.adam_t + 1, c1.adam_t + 1, self._threads,
+                                                 bool(update_targets), self.config.tau)
         for i, (status, loss) in enumerate(((s0, l0), (s1, l1))):
             if status == 1:
                 raise TrainingDiverged(f"critic_{i}: loss is {loss}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from memrl.__main__ import main
-from memrl.config import Config, preset
+from memrl.config import PRESETS, Config, preset
 from memrl.loop import Trainer, train
 from memrl.nn import AdamConfig
 
@@ -111,6 +111,16 @@ def test_unknown_keys_and_bad_probabilities_raise():
         Trainer(small_task(), seed=-1)
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_survives_a_dict_round_trip(name):
+    cfg = preset(name)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # a partial update of the environment settings keeps the others
+    updated = Config.from_dict({"environment_kwargs": {"episode_step_limit": 7}}, base=cfg)
+    assert updated.environment_kwargs == {**cfg.environment_kwargs, "episode_step_limit": 7}
+
+
 def test_chapter_preset_has_the_chapters_values():
     cfg = preset("memory-chapter")
     assert (cfg.sequence_length, cfg.batch_size, cfg.gamma, cfg.total_steps, cfg.capacity) == (50, 4, 0.0, 200000, 200000)
@@ -158,6 +168,7 @@ def test_cli_mistakes_print_one_line_and_exit_2(argv, fragment, capsys):
     {"entropy_bonus_next_step": True, "gamma": 0.9, "sampling": {"include_first_step_in_targets": False}},
     {"actor_entropy_positions": "final", "gru_gates": "exact", "rltools_critic_backward_ignores_resets": True},
     {"mask_non_terminal": False, "adaptive_alpha": False},
+    {"critic_training_interval": 2, "critic_target_update_interval": 3},
 ])
 def test_compiled_updates_equal_the_reference_bit_for_bit(changes):
     """The fused kernels (1 or 2 threads) reproduce the NumPy reference updates exactly."""
@@ -177,6 +188,19 @@ def test_compiled_updates_equal_the_reference_bit_for_bit(changes):
             np.testing.assert_array_equal(net.params, reference[name].params, err_msg=name)
             np.testing.assert_array_equal(net.adam_v, reference[name].adam_v, err_msg=name)
         assert trainer.agent.alpha == runs[0].agent.alpha
+
+
+def test_compiled_feed_forward_updates_equal_the_reference_bit_for_bit():
+    cfg = preset("pendulum-sac").replace(total_steps=400, n_warmup_steps=100, n_warmup_steps_critic=100,
+                                         n_warmup_steps_actor=100, batch_size=32)
+    runs = []
+    for execution in ({"fused": False}, {"fused": True, "threads": 2}):
+        trainer = Trainer(cfg.replace(**execution), seed=5)
+        while not trainer.step():
+            pass
+        runs.append(trainer.agent.networks())
+    for name, net in runs[1].items():
+        np.testing.assert_array_equal(net.params, runs[0][name].params, err_msg=name)
 
 
 def test_vectorised_collection_keeps_one_stream_per_environment():

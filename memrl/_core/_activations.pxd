@@ -86,8 +86,8 @@ cdef inline void activate_array(int act, Py_ssize_t n, const floating* pre, floa
             for i in range(n):
                 out[i] = pre[i]
     elif act == ACT_RELU:
-        for i in range(n):
-            out[i] = pre[i] if pre[i] > 0 else <floating>0
+        for i in range(n):  # NaN passes through (NaN < 0 is false), as in max(x, 0) elsewhere
+            out[i] = <floating>0 if pre[i] < 0 else pre[i]
     elif act == ACT_TANH:
         for i in range(n):
             out[i] = exact_tanh(pre[i])

@@ -72,14 +72,21 @@ def adam_step(floating[::1] params, const floating[::1] grads, floating[::1] m, 
                     weight_decay, clip, bp, bias_lr_factor, t)
 
 
+cdef void polyak_kernel(Py_ssize_t n, floating* target, const floating* source, double tau) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating keep = 1 - tau, take = tau
+    for i in range(n):
+        target[i] = keep * target[i] + take * source[i]
+
+
 def polyak(floating[::1] target, const floating[::1] source, double tau):
     """target <- (1 - tau) * target + tau * source, in place."""
-    cdef Py_ssize_t n = target.shape[0], i
+    cdef Py_ssize_t n = target.shape[0]
     if source.shape[0] != n:
         raise ValueError(f"source: expected shape ({n},), got ({source.shape[0]},)")
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau: expected a value in [0, 1], got {tau}")
-    cdef floating keep = 1 - tau, take = tau
+    if n == 0:
+        return
     with nogil:
-        for i in range(n):
-            target[i] = keep * target[i] + take * source[i]
+        polyak_kernel(n, &target[0], &source[0], tau)

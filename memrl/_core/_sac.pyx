@@ -16,7 +16,7 @@ from libc.string cimport memcpy, memset
 
 from memrl._core._network cimport NetPlan, SequencePlan, addr as _addr, plan_backward, plan_forward
 from memrl._core._head cimport head_bwd, head_fwd
-from memrl._core._adam cimport adam_kernel
+from memrl._core._adam cimport adam_kernel, polyak_kernel
 
 
 cdef struct AdamRef:
@@ -49,6 +49,7 @@ cdef struct CriticCtx:
     NetPlan* target1
     NetPlan* critic
     AdamRef adam
+    float* target_params           # this critic's target (Polyak-averaged after the update)
     const float* noise             # (Lt*B, A)
     float* next_a                  # (Lt*B, A)
     float* next_logp               # (Lt*B,)
@@ -97,11 +98,15 @@ cdef inline bint _loss_step(BatchRef* b, bint mask_non_terminal, int k) noexcept
 
 
 cdef inline bint _all_finite(const float* x, Py_ssize_t n) noexcept nogil:
+    # A float is NaN or infinite exactly when its exponent bits are all set. An integer max over
+    # the masked bit patterns vectorises (a float accumulation would be a serial chain).
     cdef Py_ssize_t i
-    cdef float acc = 0
+    cdef unsigned int bits, top = 0
     for i in range(n):
-        acc += x[i] * 0
-    return acc == 0   # NaN or inf anywhere makes x * 0 NaN
+        memcpy(&bits, &x[i], 4)
+        bits = bits & 0x7f800000u
+        top = bits if bits > top else top
+    return top != 0x7f800000u
 
 
 cdef inline void _adam(AdamRef* r) noexcept nogil:
@@ -109,7 +114,8 @@ cdef inline void _adam(AdamRef* r) noexcept nogil:
                        r.is_bias, r.bias_lr_factor, r.t)
 
 
-cdef void critic_run(CriticCtx* c) noexcept nogil:
+cdef void critic_gradient(CriticCtx* c) noexcept nogil:
+    """Loss and gradient into the critic's grads; sets status (parameters untouched)."""
     cdef BatchRef* b = &c.batch
     cdef int L = b.L, B = b.B, O = b.O, A = b.A, first = b.first
     cdef int Lt = L + 1 - first, d = 1 - first, OA = O + A
@@ -186,11 +192,7 @@ cdef void critic_run(CriticCtx* c) noexcept nogil:
         return
     memset(c.adam.grads, 0, c.adam.n * sizeof(float))
     plan_backward[float](c.critic, c.dq, False, False)
-    if not _all_finite(c.adam.grads, c.adam.n):
-        c.status = 2
-        return
-    _adam(&c.adam)
-    c.status = 0
+    c.status = 0 if _all_finite(c.adam.grads, c.adam.n) else 2
 
 
 cdef void _both_forward(NetPlan* p0, NetPlan* p1, int threads) noexcept nogil:
@@ -334,7 +336,7 @@ cdef class CriticUpdate:
     cdef object _keep
 
     def __init__(self, config, batch, noise, actor_plan: SequencePlan, target_plans, critic_plan: SequencePlan,
-                 critic, int observation_dim, int action_dim):
+                 critic, target, int observation_dim, int action_dim):
         cdef SequencePlan t0 = target_plans[0], t1 = target_plans[1]
         import numpy as np
         L, B = batch.sequence_length, batch.batch_size
@@ -343,13 +345,16 @@ cdef class CriticUpdate:
                 "y": np.zeros(L * B, np.float32), "dq": np.zeros(L * B, np.float32)}
         if noise.shape != (Lt * B, action_dim) or noise.dtype != np.float32:
             raise ValueError(f"noise: expected float32 of shape {(Lt * B, action_dim)}, got {noise.dtype} {noise.shape}")
-        self._keep = [batch, noise, actor_plan, t0, t1, critic_plan, critic, bufs]
+        if target.size != critic.size:
+            raise ValueError(f"target: expected {critic.size} parameters like the critic, got {target.size}")
+        self._keep = [batch, noise, actor_plan, t0, t1, critic_plan, critic, target, bufs]
         _bind_batch(&self.ctx.batch, batch, observation_dim, action_dim)
         self.ctx.actor = &actor_plan.net
         self.ctx.target0 = &t0.net
         self.ctx.target1 = &t1.net
         self.ctx.critic = &critic_plan.net
         _bind_adam(&self.ctx.adam, critic, config.critic_optimizer)
+        self.ctx.target_params = <float*>_addr(target.params)
         self.ctx.noise = <const float*>_addr(noise)
         self.ctx.next_a = <float*>_addr(bufs["next_a"])
         self.ctx.next_logp = <float*>_addr(bufs["next_logp"])
@@ -419,13 +424,17 @@ cdef class ActorUpdate:
         return self.ctx.status, self.ctx.loss, self.ctx.entropy_gap
 
 
-def run_critic_updates(CriticUpdate c0, CriticUpdate c1, double alpha, long t0, long t1, int n_threads):
+def run_critic_updates(CriticUpdate c0, CriticUpdate c1, double alpha, long t0, long t1, int n_threads,
+                       bint update_targets=False, double tau=0.0):
     """Both critic updates (each its own batch and noise), on ``n_threads`` (1 or 2) threads.
 
-    Returns (status0, loss0, status1, loss1).
+    Both gradients are computed and checked first; only if both are finite do the Adam steps
+    run (and, with ``update_targets``, the Polyak averaging of each target critic towards its
+    critic), so a failed step changes no parameter. Returns (status0, loss0, status1, loss1).
     """
     cdef CriticCtx* ctx[2]
     cdef int i
+    cdef bint ok
     ctx[0] = &c0.ctx
     ctx[1] = &c1.ctx
     c0.ctx.alpha = alpha
@@ -434,19 +443,33 @@ def run_critic_updates(CriticUpdate c0, CriticUpdate c1, double alpha, long t0, 
     c1.ctx.adam.t = t1
     if n_threads > 1:
         with nogil, parallel(num_threads=2):
+            # The target critics are read by both gradients, so they change only after both
+            # (the implicit barrier at the end of the first loop).
             for i in prange(2, schedule="static", chunksize=1):
-                critic_run(ctx[i])
+                critic_gradient(ctx[i])
+            for i in prange(2, schedule="static", chunksize=1):
+                if ctx[0].status == 0 and ctx[1].status == 0:
+                    _critic_apply(ctx[i], update_targets, tau)
     else:
         with nogil:
-            critic_run(ctx[0])
-            critic_run(ctx[1])
+            critic_gradient(ctx[0])
+            critic_gradient(ctx[1])
+            if ctx[0].status == 0 and ctx[1].status == 0:
+                _critic_apply(ctx[0], update_targets, tau)
+                _critic_apply(ctx[1], update_targets, tau)
     return c0.ctx.status, c0.ctx.loss, c1.ctx.status, c1.ctx.loss
 
 
-def run_critic_update(CriticUpdate c, double alpha, long t):
-    """One critic update; returns (status, loss)."""
-    c.ctx.alpha = alpha
-    c.ctx.adam.t = t
+cdef void _critic_apply(CriticCtx* c, bint update_target, double tau) noexcept nogil:
+    _adam(&c.adam)
+    if update_target:
+        polyak_kernel[float](c.adam.n, c.target_params, c.adam.params, tau)
+
+
+def all_finite(const float[::1] x):
+    """Whether a float32 vector has no NaN or infinite entry (the kernels' gradient check)."""
+    if x.shape[0] == 0:
+        return True
     with nogil:
-        critic_run(&c.ctx)
-    return c.ctx.status, c.ctx.loss
+        ok = _all_finite(&x[0], x.shape[0])
+    return ok
