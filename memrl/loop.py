@@ -94,7 +94,10 @@ class Trainer:
         batch = self.samplers[0].batch
         self.critic_noise = [np.zeros(self.agent.noise_shape(batch, target=True), np.float32) for _ in range(2)]
         self.actor_noise = np.zeros(self.agent.noise_shape(batch, target=False), np.float32)
+        self._acting = None
         if self.fused:
+            self._acting = self.agent.acting(self.observations, self.state, self.memory_reset, self.action_noise,
+                                             self.actions)
             critic_batches = [self.samplers[0].batch] * 2 if cfg.shared_batch else [s.batch for s in self.samplers[:2]]
             critic_noise = [self.critic_noise[0]] * 2 if cfg.shared_batch else self.critic_noise
             self.agent.fuse(critic_batches, critic_noise, self.samplers[0 if cfg.shared_batch else 2].batch,
@@ -138,10 +141,14 @@ class Trainer:
                 np.equal(self._steps_mod, 0, out=self._wipe)
                 np.logical_or(self.memory_reset, self._wipe, out=self.memory_reset, casting="unsafe")
             self.rng_act.standard_normal(out=self.action_noise, dtype=np.float32)
-            self.actions[...] = self.agent.act(self.observations, self.state, self.memory_reset, self.action_noise)
-            if not all_finite(self.actions.reshape(-1)):
+            if self._acting is not None:
+                finite = self._acting.run()  # act, in place, and clear memory_reset
+            else:
+                self.actions[...] = self.agent.act(self.observations, self.state, self.memory_reset, self.action_noise)
+                self.memory_reset[:] = 0
+                finite = all_finite(self.actions.reshape(-1))
+            if not finite:
                 raise TrainingDiverged("actor: non-finite actions while collecting")
-            self.memory_reset[:] = 0
         for i, env in enumerate(self.envs):
             obs = self.observations[i]
             next_obs, reward, terminated, truncated, _ = env.step(self.actions[i])

@@ -385,16 +385,21 @@ class Sequential:
                 raise ValueError(f"state: expected {len(self.recurrent)} arrays (one per GRU), got {len(state)}")
             for k, i in enumerate(self.recurrent):
                 check_array(f"state[{k}]", state[k], self.dtype, (B, self.layers[i].hidden_dim))
+        plan = self.step_workspace(B, state)
+        if x.dtype != self.dtype or x.shape != (B, self.in_dim) or not x.flags.c_contiguous:
+            check_array("x", x, self.dtype, (B, self.in_dim), finite=False)
+        plan.plan.step(x, reset)
+        return plan.output
+
+    def step_workspace(self, B: int, state: list[np.ndarray]) -> "_StepWorkspace":
+        """The cached step buffers and compiled plan for B rows advancing these ``state`` arrays."""
         key = (B,) + tuple(id(h) for h in state)
         plan = self._step_plans.get(key)
         if plan is None:
             if len(self._step_plans) >= MAX_CACHED_SHAPES:
                 del self._step_plans[next(iter(self._step_plans))]
             plan = self._step_plans[key] = _StepWorkspace(self, B, state)
-        if x.dtype != self.dtype or x.shape != (B, self.in_dim) or not x.flags.c_contiguous:
-            check_array("x", x, self.dtype, (B, self.in_dim), finite=False)
-        plan.plan.step(x, reset)
-        return plan.output
+        return plan
 
     # -- optimisation -----------------------------------------------------------------------
 

@@ -68,18 +68,29 @@ def test_schedule_counts_updates_and_warmup():
     assert trainer.buffer.truncated[0, 19] == 1
 
 
-def test_memory_reset_interval_wipes_rollout_state():
+@pytest.mark.parametrize("fused", [False, True])
+def test_memory_reset_interval_wipes_rollout_state(fused):
     cfg = small_task(total_steps=30, n_warmup_steps=0, n_warmup_steps_critic=100, n_warmup_steps_actor=100,
-                     memory_reset_interval=5, evaluation_interval=1000)
+                     memory_reset_interval=5, evaluation_interval=1000, fused=fused)
     trainer = Trainer(cfg, seed=0)
     seen = []
-    original = trainer.agent.act
+    if fused:  # the compiled acting step reads (and clears) the trainer's reset flags
+        compiled = trainer._acting
 
-    def spy(obs, state, reset, noise):
-        seen.append(int(reset[0]))
-        return original(obs, state, reset, noise)
+        class Spy:
+            def run(self):
+                seen.append(int(trainer.memory_reset[0]))
+                return compiled.run()
 
-    trainer.agent.act = spy
+        trainer._acting = Spy()
+    else:
+        original = trainer.agent.act
+
+        def spy(obs, state, reset, noise):
+            seen.append(int(reset[0]))
+            return original(obs, state, reset, noise)
+
+        trainer.agent.act = spy
     for _ in range(12):
         trainer.step()
     assert seen == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
@@ -208,8 +219,14 @@ def test_vectorised_collection_keeps_one_stream_per_environment():
                      environment_kwargs={"horizon": 3, "input_probability": 0.5, "episode_step_limit": 40})
     trainer = Trainer(cfg, seed=0)
     calls = []
-    original = trainer.agent.act
-    trainer.agent.act = lambda obs, *a: calls.append(obs.shape) or original(obs, *a)
+    compiled = trainer._acting  # the compiled policy step, bound to the trainer's (N, O) observations
+
+    class Spy:
+        def run(self):
+            calls.append(trainer.observations.shape)
+            return compiled.run()
+
+    trainer._acting = Spy()
     while not trainer.step():
         pass
     assert set(calls) == {(3, 1)}  # one batched actor step for all environments per loop step

@@ -14,7 +14,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
-from memrl._core._network cimport NetPlan, SequencePlan, addr as _addr, plan_backward, plan_forward
+from memrl._core._network cimport NetPlan, SequencePlan, StepPlan, addr as _addr, plan_backward, plan_forward, plan_step
 from memrl._core._head cimport head_bwd, head_fwd
 from memrl._core._adam cimport adam_kernel, polyak_kernel
 
@@ -464,6 +464,55 @@ cdef void _critic_apply(CriticCtx* c, bint update_target, double tau) noexcept n
     _adam(&c.adam)
     if update_target:
         polyak_kernel[float](c.adam.n, c.target_params, c.adam.params, tau)
+
+
+cdef class Acting:
+    """The rollout's policy step in one call: the actor's step plan, the head, the reset flags.
+
+    Bound to the trainer's arrays: observations (N, O), reset flags (N,) (rows restart from zero
+    state, then are cleared), noise (N, A) and the actions (N, A) it writes.
+    """
+    cdef NetPlan* plan
+    cdef const float* obs
+    cdef unsigned char* reset
+    cdef const float* noise
+    cdef float* actions
+    cdef float* logp
+    cdef int N, A
+    cdef double lo, hi
+    cdef object _keep
+
+    def __init__(self, StepPlan plan, observations, reset, noise, actions, double log_std_min, double log_std_max):
+        import numpy as np
+        N, A = actions.shape
+        O = plan.net.layers[0].in_dim
+        for name, arr, shape, dtype in (("observations", observations, (N, O), np.float32),
+                                        ("reset", reset, (N,), np.uint8), ("noise", noise, (N, A), np.float32),
+                                        ("actions", actions, (N, A), np.float32)):
+            if arr.shape != shape or arr.dtype != dtype or not arr.flags.c_contiguous:
+                raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of shape {shape}, "
+                                 f"got {arr.dtype} {arr.shape}")
+        if plan.is_double or plan.net.B != N or plan.net.layers[plan.net.n_layers - 1].out_dim != 2 * A:
+            raise ValueError(f"plan: expected a float32 step plan for {N} rows with {2 * A} outputs")
+        logp = np.zeros(N, np.float32)
+        self._keep = [plan, observations, reset, noise, actions, logp]
+        self.plan = &plan.net
+        self.obs = <const float*>_addr(observations)
+        self.reset = <unsigned char*>_addr(reset)
+        self.noise = <const float*>_addr(noise)
+        self.actions = <float*>_addr(actions)
+        self.logp = <float*>_addr(logp)
+        self.N, self.A, self.lo, self.hi = N, A, log_std_min, log_std_max
+
+    def run(self):
+        """Sampled actions into the bound array; returns whether they are all finite."""
+        cdef bint ok
+        with nogil:
+            plan_step[float](self.plan, <float*>self.obs, self.reset)
+            memset(self.reset, 0, self.N)
+            head_fwd[float](self.N, self.A, _out(self.plan), self.noise, self.actions, self.logp, self.lo, self.hi)
+            ok = _all_finite(self.actions, self.N * self.A)
+        return ok
 
 
 def all_finite(const float[::1] x):

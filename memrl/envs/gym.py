@@ -143,6 +143,7 @@ class GymnasiumEnv:
         self._env_action_high = high
         self._action_scale = (high - low) / 2.0
         self._action_offset = (high + low) / 2.0
+        self._action_bounds = (low.tolist(), high.tolist(), self._action_scale.tolist(), self._action_offset.tolist())
 
         if episode_step_limit is None:
             spec_limit = env.spec.max_episode_steps if env.spec is not None else None
@@ -195,13 +196,15 @@ class GymnasiumEnv:
             raise TypeError(f"action: expected real numbers of shape ({self.action_dim},), got {action!r}") from None
         if value.shape != (self.action_dim,) and not (self.action_dim == 1 and value.shape == ()):
             raise ValueError(f"action: expected shape ({self.action_dim},), got shape {value.shape}")
-        if not np.isfinite(value).all():
-            raise ValueError(f"action: expected finite numbers, got {value.reshape(-1).tolist()}")
-        # np.minimum/np.maximum rather than np.clip: the same result at a fraction of the call cost
-        clipped = np.minimum(np.maximum(value.reshape(-1).astype(np.float64), -1.0), 1.0)
-        scaled = self._action_offset + self._action_scale * clipped
-        scaled = np.minimum(np.maximum(scaled, self._env_action_low), self._env_action_high)
-        return scaled.astype(self._action_dtype).reshape(self._action_shape)
+        # Per entry in Python floats (float64, the same operations NumPy would do): for the few
+        # entries of an action this is several times cheaper than a chain of ufunc calls.
+        out = []
+        for v, lo, hi, scale, offset in zip(value.reshape(-1).tolist(), *self._action_bounds):
+            if not math.isfinite(v):
+                raise ValueError(f"action: expected finite numbers, got {value.reshape(-1).tolist()}")
+            v = offset + scale * (-1.0 if v < -1.0 else (1.0 if v > 1.0 else v))
+            out.append(lo if v < lo else (hi if v > hi else v))
+        return np.array(out, dtype=self._action_dtype).reshape(self._action_shape)
 
     def _flatten(self, obs: Any) -> npt.NDArray[np.float32]:
         return np.array(obs, dtype=np.float32).reshape(-1)
