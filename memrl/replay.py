@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from memrl._core._ring import RingWriter
 from memrl._core._sampling import SequenceGatherer, n_uniforms
 
 _BUFFER_ARRAYS = (
@@ -120,7 +121,9 @@ class ReplayBuffer:
         self._staged_observation = self._staged[:O]
         self._staged_action = self._staged[O:O + A]
         self._staged_next_observation = self._staged[O + A:]
-        self._staged_finite = np.zeros(2 * O + A, dtype=np.bool_)
+        self._writer = RingWriter(self.observation, self.action, self.next_observation, self.reward,
+                                  self.terminated, self.truncated, self.episode_start, self.position, self.full,
+                                  self.episode_length, self.n_added, self._staged, self.max_episode_length or 0)
 
     # ------------------------------------------------------------------ writing
     def add(
@@ -152,8 +155,7 @@ class ReplayBuffer:
         reward = float(reward)
         if not math.isfinite(reward):
             raise ValueError(f"reward: expected a finite number, got {reward}")
-        # Stage the row and check it at once (count_nonzero is much cheaper than .all() on tiny
-        # arrays); the buffer is only written once everything passed.
+        # Stage the row; the compiled writer checks it and writes the buffer only if it passes.
         try:
             self._staged_observation[...] = observation
             self._staged_action[...] = action
@@ -162,39 +164,20 @@ class ReplayBuffer:
             raise ValueError(
                 f"observation, action, next_observation: expected finite float32 values ({warning})"
             ) from None
-        np.isfinite(self._staged, out=self._staged_finite)
-        if np.count_nonzero(self._staged_finite) != self._staged.size:
+        status = self._writer.write(stream, reward, bool(terminated), bool(truncated))
+        if status == 1:
             for name, value in (("observation", observation), ("action", action),
                                 ("next_observation", next_observation)):
                 if not np.isfinite(np.asarray(value, dtype=np.float32)).all():
                     raise ValueError(f"{name}: expected finite float32 values, got {value}")
-        length = int(self.episode_length[stream])
-        if self.max_episode_length is not None and length >= self.max_episode_length:
+            raise ValueError("observation, action, next_observation: expected finite float32 values")
+        if status == 3:
+            raise ValueError(f"reward: expected a finite float32 value, got {reward}")
+        if status == 2:
             raise ValueError(
-                f"stream {stream}: the open episode already has {length} transitions = "
+                f"stream {stream}: the open episode already has {int(self.episode_length[stream])} transitions = "
                 f"max_episode_length; end it with truncated=True (or mark_episode_end) first"
             )
-
-        position = int(self.position[stream])
-        if length == 0:
-            start = position
-        else:
-            start = int(self.episode_start[stream, position - 1])  # index -1 wraps to C - 1
-        self.observation[stream, position] = self._staged_observation
-        self.action[stream, position] = self._staged_action
-        self.next_observation[stream, position] = self._staged_next_observation
-        self.reward[stream, position] = reward
-        ended = bool(terminated) or bool(truncated)
-        self.terminated[stream, position] = bool(terminated)
-        self.truncated[stream, position] = ended
-        self.episode_start[stream, position] = start
-        self.episode_length[stream] = 0 if ended else length + 1
-        self.n_added[stream] += 1
-        position += 1
-        if position == self.capacity:
-            position = 0
-            self.full[stream] = 1
-        self.position[stream] = position
 
     def mark_episode_end(self, stream: int) -> None:
         """Make ``stream``'s newest transition the last of its episode (the loop reset its env).

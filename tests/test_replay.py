@@ -315,6 +315,7 @@ def test_empty_stream_and_bad_arguments_raise():
             ReplayBuffer(**arguments)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # 1e300 does not fit a float32
 def test_add_validates_without_writing():
     buffer = ReplayBuffer(4, 2, 1, max_episode_length=3)
     good = dict(observation=np.zeros(2), action=np.zeros(1), reward=0.0, next_observation=np.zeros(2),
@@ -322,7 +323,8 @@ def test_add_validates_without_writing():
     for bad, name in (({"observation": np.zeros(3)}, "observation"), ({"action": 0.0}, "action"),
                       ({"next_observation": [np.nan, 0]}, "next_observation"),
                       ({"observation": [0, np.inf]}, "observation"), ({"action": [np.nan]}, "action"),
-                      ({"reward": np.nan}, "reward")):
+                      ({"reward": np.nan}, "reward"), ({"reward": 1e300}, "reward"),
+                      ({"observation": [1e300, 0.0]}, "observation")):
         with pytest.raises(ValueError, match=name):
             buffer.add(0, **{**good, **bad})
     with pytest.raises(ValueError, match="stream"):
