@@ -59,6 +59,7 @@ def plot_runs(run_dirs: list[str], output: str) -> None:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter
     except ImportError as error:
         raise ImportError(INSTALL_HINT) from error
 
@@ -88,8 +89,14 @@ def plot_runs(run_dirs: list[str], output: str) -> None:
         probe.text(0.5, 0.5, "no probe data", ha="center", va="center", transform=probe.transAxes)
     for axes in (by_steps, by_time, probe):
         axes.grid(alpha=0.3)
+    for axes in (by_steps, probe):  # 200000 -> "200k": long tick labels would overlap
+        axes.xaxis.set_major_formatter(FuncFormatter(_thousands))
     by_steps.legend(fontsize="small")
     figure.savefig(output, format="png", dpi=120)
+
+
+def _thousands(value, _position=None) -> str:
+    return f"{value / 1000:g}k" if abs(value) >= 1000 else f"{value:g}"
 
 
 def main(argv: list[str] | None = None) -> int:

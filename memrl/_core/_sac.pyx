@@ -3,9 +3,10 @@
 The Python reference in ``memrl/sac.py`` states the losses and is checked against finite
 differences; these kernels compute the same updates (float32) from the same buffers, bound once:
 the sampler's batch arrays, the noise arrays, and the network plans (``_network``). Because a
-critic update touches only its own workspaces, gradients and Adam state (the actor and target
-critics are read-only), the two critic updates of a step can run on two threads at once with
-results independent of timing (``run_critic_updates``).
+critic's gradient touches only its own workspaces and gradients (the actor and target critics
+are read-only), the two critic gradients of a step run on two threads at once with results
+independent of timing; the Adam steps and the targets' Polyak step follow once both are known to
+be finite (``run_critic_updates``). ``Acting`` is the rollout's policy step in one call.
 
 Status codes returned by the run functions: 0 ok, 1 non-finite loss, 2 non-finite gradient.
 """
