@@ -70,7 +70,7 @@ class Trainer:
         self.observation_dim, self.action_dim = env.observation_dim, env.action_dim
         agent_class = SAC if cfg.algorithm == "sac" else TD3
         self.agent = agent_class(cfg, self.observation_dim, self.action_dim, int(agent_seq.generate_state(1)[0]))
-        self.fused = cfg.fused and cfg.algorithm == "sac"  # TD3 runs the NumPy updates
+        self.fused = cfg.fused
         self.buffer = ReplayBuffer(cfg.capacity, self.observation_dim, self.action_dim,
                                    n_streams=cfg.n_environments, max_episode_length=env.episode_step_limit)
         n_samplers = 1 if cfg.shared_batch else 3
@@ -96,8 +96,9 @@ class Trainer:
         self.actor_noise = np.zeros(self.agent.noise_shape(batch, target=False), np.float32)
         self._acting = None
         if self.fused:
-            self._acting = self.agent.acting(self.observations, self.state, self.memory_reset, self.action_noise,
-                                             self.actions)
+            if isinstance(self.agent, SAC):  # TD3 acts through its Python ``act``
+                self._acting = self.agent.acting(self.observations, self.state, self.memory_reset,
+                                                 self.action_noise, self.actions)
             critic_batches = [self.samplers[0].batch] * 2 if cfg.shared_batch else [s.batch for s in self.samplers[:2]]
             critic_noise = [self.critic_noise[0]] * 2 if cfg.shared_batch else self.critic_noise
             self.agent.fuse(critic_batches, critic_noise, self.samplers[0 if cfg.shared_batch else 2].batch,

@@ -155,6 +155,60 @@ class ReplayAgent:
         for target, critic in zip(self.target_critics, self.critics):
             target.polyak_from(critic, self.config.tau)
 
+    # -- fused updates (the fast path) ---------------------------------------------------------
+
+    def fuse(self, critic_batches, critic_noise, actor_batch, actor_noise, threads: int = 2) -> None:
+        """Bind the compiled updates to the trainer's (reused) batch and noise arrays.
+
+        Afterwards ``update_critics_fused`` and ``update_actor_fused`` run the same updates as
+        ``update_critic``/``update_actor`` in C: the two critic updates of a step on ``threads``
+        threads (their results do not depend on it), the actor's in one call. float32 only.
+        """
+        if self.dtype != np.float32:
+            raise TypeError(f"fuse: the compiled updates are float32, this agent is {self.dtype.name}")
+        O, A, cfg = self.observation_dim, self.action_dim, self.config
+        batch = critic_batches[0]
+        L, B = batch.sequence_length, batch.batch_size
+        Lt = batch.target_observations.shape[0]
+        policy = self.target_policy()
+        self._fused_critics = []
+        for i in range(2):
+            own = i == 0  # the first update uses the models' cached workspaces, the second its own
+            policy_plan = policy.plan(Lt, B) if own else policy.new_workspace(Lt, B).plan
+            target_plans = [t.plan(Lt, B) if own else t.new_workspace(Lt, B).plan for t in self.target_critics]
+            self._fused_critics.append(_sac.CriticUpdate(
+                cfg, critic_batches[i], critic_noise[i], policy_plan, target_plans, self.critics[i].plan(L, B),
+                self.critics[i], self.target_critics[i], O, A))
+        self._fused_actor = _sac.ActorUpdate(cfg, actor_batch, actor_noise, self.actor.plan(L, B),
+                                             [c.plan(L, B) for c in self.critics], self.actor,
+                                             getattr(self, "target_entropy", 0.0), O, A, int(threads),
+                                             getattr(self, "target_actor", None))
+        self._threads = int(threads)
+
+    def target_policy(self) -> Sequential:
+        """The network whose actions the critic targets use (SAC: the actor; TD3: the target actor)."""
+        return self.actor
+
+    def update_critics_fused(self, update_targets: bool = False) -> tuple[float, float]:
+        """Both critic updates on their bound batches and noise, then (``update_targets``) the
+        targets' Polyak step, as ``update_targets()`` would do it; returns the two losses.
+
+        If either loss or gradient is non-finite, no parameter changes and TrainingDiverged is raised.
+        """
+        c0, c1 = self.critics
+        alpha = 0.0 if self.alpha is None else self.alpha  # TD3 has no entropy term
+        s0, l0, s1, l1 = _sac.run_critic_updates(self._fused_critics[0], self._fused_critics[1], alpha,
+                                                 c0.adam_t + 1, c1.adam_t + 1, self._threads,
+                                                 bool(update_targets), self.config.tau)
+        for i, (status, loss) in enumerate(((s0, l0), (s1, l1))):
+            if status == 1:
+                raise TrainingDiverged(f"critic_{i}: loss is {loss}")
+            if status == 2:
+                raise TrainingDiverged(f"critic_{i} gradient has non-finite entries")
+        c0.adam_t += 1
+        c1.adam_t += 1
+        return l0, l1
+
 
 class SAC(ReplayAgent):
     """Actor, twin critics, target critics and alpha, with the chapter's updates."""
@@ -272,51 +326,6 @@ class SAC(ReplayAgent):
         return loss
 
     # -- fused updates (the fast path) ---------------------------------------------------------
-
-    def fuse(self, critic_batches, critic_noise, actor_batch, actor_noise, threads: int = 2) -> None:
-        """Bind the compiled updates to the trainer's (reused) batch and noise arrays.
-
-        Afterwards ``update_critics_fused`` and ``update_actor_fused`` run the same updates as
-        ``update_critic``/``update_actor`` in C: the two critic updates of a step on ``threads``
-        threads (their results do not depend on it), the actor's in one call. float32 only.
-        """
-        if self.dtype != np.float32:
-            raise TypeError(f"fuse: the compiled updates are float32, this agent is {self.dtype.name}")
-        O, A, cfg = self.observation_dim, self.action_dim, self.config
-        batch = critic_batches[0]
-        L, B = batch.sequence_length, batch.batch_size
-        Lt = batch.target_observations.shape[0]
-        self._fused_critics = []
-        for i in range(2):
-            own = i == 0  # the first update uses the models' cached workspaces, the second its own
-            actor_plan = self.actor.plan(Lt, B) if own else self.actor.new_workspace(Lt, B).plan
-            target_plans = [t.plan(Lt, B) if own else t.new_workspace(Lt, B).plan for t in self.target_critics]
-            self._fused_critics.append(_sac.CriticUpdate(
-                cfg, critic_batches[i], critic_noise[i], actor_plan, target_plans, self.critics[i].plan(L, B),
-                self.critics[i], self.target_critics[i], O, A))
-        self._fused_actor = _sac.ActorUpdate(cfg, actor_batch, actor_noise, self.actor.plan(L, B),
-                                             [c.plan(L, B) for c in self.critics], self.actor, self.target_entropy,
-                                             O, A, int(threads))
-        self._threads = int(threads)
-
-    def update_critics_fused(self, update_targets: bool = False) -> tuple[float, float]:
-        """Both critic updates on their bound batches and noise, then (``update_targets``) the
-        targets' Polyak step, as ``update_targets()`` would do it; returns the two losses.
-
-        If either loss or gradient is non-finite, no parameter changes and TrainingDiverged is raised.
-        """
-        c0, c1 = self.critics
-        s0, l0, s1, l1 = _sac.run_critic_updates(self._fused_critics[0], self._fused_critics[1], self.alpha,
-                                                 c0.adam_t + 1, c1.adam_t + 1, self._threads,
-                                                 bool(update_targets), self.config.tau)
-        for i, (status, loss) in enumerate(((s0, l0), (s1, l1))):
-            if status == 1:
-                raise TrainingDiverged(f"critic_{i}: loss is {loss}")
-            if status == 2:
-                raise TrainingDiverged(f"critic_{i} gradient has non-finite entries")
-        c0.adam_t += 1
-        c1.adam_t += 1
-        return l0, l1
 
     def update_actor_fused(self) -> float:
         """The actor update (then alpha's) on the bound batch and noise; returns the actor loss."""

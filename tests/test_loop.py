@@ -180,6 +180,8 @@ def test_cli_mistakes_print_one_line_and_exit_2(argv, fragment, capsys):
     {"actor_entropy_positions": "final", "gru_gates": "exact", "rltools_critic_backward_ignores_resets": True},
     {"mask_non_terminal": False, "adaptive_alpha": False},
     {"critic_training_interval": 2, "critic_target_update_interval": 3},
+    {"algorithm": "td3", "critic_target_update_interval": 2, "actor_training_interval": 2},
+    {"algorithm": "td3", "mask_non_terminal": False, "ignore_termination": True},
 ])
 def test_compiled_updates_equal_the_reference_bit_for_bit(changes):
     """The fused kernels (1 or 2 threads) reproduce the NumPy reference updates exactly."""
@@ -201,8 +203,9 @@ def test_compiled_updates_equal_the_reference_bit_for_bit(changes):
         assert trainer.agent.alpha == runs[0].agent.alpha
 
 
-def test_compiled_feed_forward_updates_equal_the_reference_bit_for_bit():
-    cfg = preset("pendulum-sac").replace(total_steps=400, n_warmup_steps=100, n_warmup_steps_critic=100,
+@pytest.mark.parametrize("name", ["pendulum-sac", "pendulum-td3"])
+def test_compiled_feed_forward_updates_equal_the_reference_bit_for_bit(name):
+    cfg = preset(name).replace(total_steps=400, n_warmup_steps=100, n_warmup_steps_critic=100,
                                          n_warmup_steps_actor=100, batch_size=32)
     runs = []
     for execution in ({"fused": False}, {"fused": True, "threads": 2}):

@@ -18,6 +18,7 @@ from libc.string cimport memcpy, memset
 from memrl._core._network cimport NetPlan, SequencePlan, StepPlan, addr as _addr, plan_backward, plan_forward, plan_step
 from memrl._core._head cimport head_bwd, head_fwd
 from memrl._core._adam cimport adam_kernel, polyak_kernel
+from memrl._core._activations cimport exact_tanh
 
 
 cdef struct AdamRef:
@@ -58,6 +59,8 @@ cdef struct CriticCtx:
     float* dq                      # (L*B,)
     double gamma, lo, hi, alpha
     bint bonus, next_step, ignore_termination, mask_non_terminal
+    bint td3                       # next actions: smoothed tanh(target actor) instead of the head
+    float smoothing_sigma, smoothing_clip
     double loss
     int status
 
@@ -79,6 +82,9 @@ cdef struct ActorCtx:
     double lo, hi, alpha, target_entropy
     bint entropy_all, mask_non_terminal, ignore_resets
     int threads                    # 2: the two critics' passes run on two threads
+    bint td3                       # TD3: deterministic tanh actor through critic 1, then its target
+    float* target_params           # TD3: the target actor (Polyak-averaged after the step)
+    double tau
     double loss, entropy_gap
     int status
 
@@ -130,11 +136,15 @@ cdef void critic_gradient(CriticCtx* c) noexcept nogil:
     cdef float alpha = <float>c.alpha, gamma = <float>c.gamma, inv_n
     cdef double loss = 0
     cdef const float* src_obs
-    # 1. the current actor's (noisy) actions and log-probabilities on the target window
+    # 1. next actions on the target window: SAC's current actor, sampled (with log-probabilities),
+    #    or TD3's target actor with clipped smoothing noise
     memcpy(c.actor.x, b.obs + first * B * O, Lt * B * O * sizeof(float))
     c.actor.reset = b.next_reset + first * B
     plan_forward[float](c.actor)
-    head_fwd[float](Lt * B, A, _out(c.actor), c.noise, c.next_a, c.next_logp, c.lo, c.hi)
+    if c.td3:
+        _smoothed_actions(Lt * B * A, _out(c.actor), c.noise, c.smoothing_sigma, c.smoothing_clip, c.next_a)
+    else:
+        head_fwd[float](Lt * B, A, _out(c.actor), c.noise, c.next_a, c.next_logp, c.lo, c.hi)
     # 2. target critics on [observation, action]; replayed actions except at padding slots
     tx = <float*>c.target0.x
     for s in range(Lt):
@@ -194,6 +204,82 @@ cdef void critic_gradient(CriticCtx* c) noexcept nogil:
     memset(c.adam.grads, 0, c.adam.n * sizeof(float))
     plan_backward[float](c.critic, c.dq, False, False)
     c.status = 0 if _all_finite(c.adam.grads, c.adam.n) else 2
+
+
+cdef inline float _clip(float x, float lo, float hi) noexcept nogil:
+    x = lo if x < lo else x
+    return hi if x > hi else x
+
+
+cdef void _smoothed_actions(Py_ssize_t n, const float* pre, const float* noise, float sigma, float clip,
+                            float* out) noexcept nogil:
+    """TD3's target actions clip(tanh(pre) + clip(sigma eps, -c, c), -1, 1), in float32."""
+    cdef Py_ssize_t k
+    for k in range(n):
+        out[k] = _clip(exact_tanh(pre[k]) + _clip(sigma * noise[k], -clip, clip), -1, 1)
+
+
+cdef void td3_actor_run(ActorCtx* c) noexcept nogil:
+    """TD3's actor step: a = tanh(actor), L = -(1/N_f) sum_final Q_1([o, a]), then the target actor."""
+    cdef BatchRef* b = &c.batch
+    cdef int L = b.L, B = b.B, O = b.O, A = b.A, OA = O + A, N = L * B
+    cdef int k, i, n = 0
+    cdef float* pre
+    cdef float* x0
+    cdef float* q1
+    cdef float* dx
+    cdef float neg_inv_n, t
+    cdef double qsum = 0
+    memcpy(c.actor.x, b.obs, N * O * sizeof(float))
+    c.actor.reset = b.reset
+    plan_forward[float](c.actor)
+    pre = _out(c.actor)
+    for k in range(N * A):
+        c.a[k] = exact_tanh(pre[k])
+    for k in range(N):
+        n += _loss_step(b, c.mask_non_terminal, k)
+    x0 = <float*>c.critic0.x
+    for k in range(N):
+        for i in range(O):
+            x0[k * OA + i] = b.obs[k * O + i]
+        if (not c.mask_non_terminal) or b.final[k]:
+            for i in range(A):
+                x0[k * OA + O + i] = c.a[k * A + i]
+        else:
+            for i in range(A):
+                x0[k * OA + O + i] = b.act[k * A + i]
+    c.critic0.reset = b.reset
+    plan_forward[float](c.critic0)
+    q1 = _out(c.critic0)
+    neg_inv_n = <float>(-1.0 / n)
+    for k in range(N):
+        if _loss_step(b, c.mask_non_terminal, k):
+            qsum += q1[k]
+            c.dq0[k] = neg_inv_n
+        else:
+            c.dq0[k] = 0
+    c.loss = -qsum / n
+    c.entropy_gap = 0
+    if not isfinite(c.loss):
+        c.status = 1
+        return
+    plan_backward[float](c.critic0, c.dq0, True, c.ignore_resets, False)
+    dx = _dx(c.critic0)
+    for k in range(N):
+        for i in range(A):
+            if c.mask_non_terminal and not b.final[k]:
+                c.dpre[k * A + i] = 0
+            else:
+                t = c.a[k * A + i]
+                c.dpre[k * A + i] = dx[k * OA + O + i] * (<float>1 - t * t)
+    memset(c.adam.grads, 0, c.adam.n * sizeof(float))
+    plan_backward[float](c.actor, c.dpre, False, False)
+    if not _all_finite(c.adam.grads, c.adam.n):
+        c.status = 2
+        return
+    _adam(&c.adam)
+    polyak_kernel[float](c.adam.n, c.target_params, c.adam.params, c.tau)
+    c.status = 0
 
 
 cdef void _both_forward(NetPlan* p0, NetPlan* p1, int threads) noexcept nogil:
@@ -332,7 +418,8 @@ cdef void _bind_adam(AdamRef* r, model, opt) except *:
 
 
 cdef class CriticUpdate:
-    """A fused critic update bound to one critic, its batch, noise and private workspaces."""
+    """A fused critic update bound to one critic, its batch, noise and private workspaces; the
+    next actions come from ``actor_plan`` (SAC: the actor; TD3: the target actor)."""
     cdef CriticCtx ctx
     cdef object _keep
 
@@ -364,10 +451,13 @@ cdef class CriticUpdate:
         self.ctx.gamma = config.gamma
         self.ctx.lo = config.log_std_min
         self.ctx.hi = config.log_std_max
-        self.ctx.bonus = config.entropy_bonus
+        self.ctx.td3 = config.algorithm == "td3"
+        self.ctx.bonus = config.entropy_bonus and not self.ctx.td3  # TD3 has no entropy term
         self.ctx.next_step = config.entropy_bonus_next_step
         self.ctx.ignore_termination = config.ignore_termination
         self.ctx.mask_non_terminal = config.mask_non_terminal
+        self.ctx.smoothing_sigma = config.target_policy_noise
+        self.ctx.smoothing_clip = config.target_noise_clip
 
     @property
     def loss(self):
@@ -379,12 +469,13 @@ cdef class CriticUpdate:
 
 
 cdef class ActorUpdate:
-    """A fused actor update bound to the actor, both critics, its batch and noise."""
+    """A fused actor update bound to the actor, both critics (TD3: critic 1 and the target actor),
+    its batch and noise."""
     cdef ActorCtx ctx
     cdef object _keep
 
     def __init__(self, config, batch, noise, actor_plan: SequencePlan, critic_plans, actor, double target_entropy,
-                 int observation_dim, int action_dim, int threads=1):
+                 int observation_dim, int action_dim, int threads=1, target_actor=None):
         cdef SequencePlan c0 = critic_plans[0], c1 = critic_plans[1]
         import numpy as np
         L, B = batch.sequence_length, batch.batch_size
@@ -415,13 +506,23 @@ cdef class ActorUpdate:
         self.ctx.mask_non_terminal = config.mask_non_terminal
         self.ctx.ignore_resets = config.rltools_critic_backward_ignores_resets
         self.ctx.threads = threads
+        self.ctx.td3 = config.algorithm == "td3"
+        if self.ctx.td3:
+            if target_actor is None or target_actor.size != actor.size:
+                raise ValueError("target_actor: TD3 needs the target actor (same architecture as the actor)")
+            self._keep.append(target_actor)
+            self.ctx.target_params = <float*>_addr(target_actor.params)
+            self.ctx.tau = config.tau
 
     def run(self, double alpha, long adam_t):
         """One actor update; returns (status, loss, entropy gap)."""
         self.ctx.alpha = alpha
         self.ctx.adam.t = adam_t
         with nogil:
-            actor_run(&self.ctx)
+            if self.ctx.td3:
+                td3_actor_run(&self.ctx)
+            else:
+                actor_run(&self.ctx)
         return self.ctx.status, self.ctx.loss, self.ctx.entropy_gap
 
 
