@@ -15,7 +15,9 @@ and every ``actor_training_interval`` steps (the policy delay) the actor follows
 
 after which the target actor moves by Polyak averaging, as the target critics do every
 ``critic_target_update_interval`` steps. Rollouts add Gaussian exploration noise
-(``exploration_noise``) and clip to [-1, 1]; evaluation acts without noise.
+(``exploration_noise``) and clip to [-1, 1]; evaluation acts without noise. The methods here are
+the reference; ``fuse`` binds compiled updates (``memrl/_core/_sac.pyx``) that give the same
+numbers bit for bit.
 """
 from __future__ import annotations
 
