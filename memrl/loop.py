@@ -96,9 +96,8 @@ class Trainer:
         self.actor_noise = np.zeros(self.agent.noise_shape(batch, target=False), np.float32)
         self._acting = None
         if self.fused:
-            if isinstance(self.agent, SAC):  # TD3 acts through its Python ``act``
-                self._acting = self.agent.acting(self.observations, self.state, self.memory_reset,
-                                                 self.action_noise, self.actions)
+            self._acting = self.agent.acting(self.observations, self.state, self.memory_reset, self.action_noise,
+                                             self.actions)
             critic_batches = [self.samplers[0].batch] * 2 if cfg.shared_batch else [s.batch for s in self.samplers[:2]]
             critic_noise = [self.critic_noise[0]] * 2 if cfg.shared_batch else self.critic_noise
             self.agent.fuse(critic_batches, critic_noise, self.samplers[0 if cfg.shared_batch else 2].batch,

@@ -185,6 +185,15 @@ class ReplayAgent:
                                              getattr(self, "target_actor", None))
         self._threads = int(threads)
 
+    def acting(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray, noise: np.ndarray,
+               actions: np.ndarray) -> "_sac.Acting":
+        """A compiled ``act`` bound to these arrays: ``run()`` writes the exploring actions for
+        ``observations`` into ``actions``, advancing ``state`` and clearing ``reset`` (float32)."""
+        if self.dtype != np.float32:
+            raise TypeError(f"acting: the compiled step is float32, this agent is {self.dtype.name}")
+        plan = self.actor.step_workspace(observations.shape[0], state).plan
+        return _sac.Acting(plan, observations, reset, noise, actions, self.config)
+
     def target_policy(self) -> Sequential:
         """The network whose actions the critic targets use (SAC: the actor; TD3: the target actor)."""
         return self.actor
@@ -340,15 +349,6 @@ class SAC(ReplayAgent):
         return loss
 
     # -- acting --------------------------------------------------------------------------------
-
-    def acting(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray, noise: np.ndarray,
-               actions: np.ndarray) -> "_sac.Acting":
-        """A compiled ``act`` bound to these arrays: ``run()`` writes the sampled actions for
-        ``observations`` into ``actions``, advancing ``state`` and clearing ``reset`` (float32)."""
-        if self.dtype != np.float32:
-            raise TypeError(f"acting: the compiled step is float32, this agent is {self.dtype.name}")
-        plan = self.actor.step_workspace(observations.shape[0], state).plan
-        return _sac.Acting(plan, observations, reset, noise, actions, self.config.log_std_min, self.config.log_std_max)
 
     def deterministic_action(self, pre: np.ndarray) -> np.ndarray:
         """Actions (N, A) = tanh(mean) from actor outputs (N, 2A)."""

@@ -569,10 +569,11 @@ cdef void _critic_apply(CriticCtx* c, bint update_target, double tau) noexcept n
 
 
 cdef class Acting:
-    """The rollout's policy step in one call: the actor's step plan, the head, the reset flags.
+    """The rollout's policy step in one call: the actor's step plan, the policy's output, the reset flags.
 
     Bound to the trainer's arrays: observations (N, O), reset flags (N,) (rows restart from zero
-    state, then are cleared), noise (N, A) and the actions (N, A) it writes.
+    state, then are cleared), standard normal noise (N, A) and the actions (N, A) it writes: SAC's
+    sampled tanh-Gaussian actions, or TD3's clip(tanh(actor) + exploration_noise * noise, -1, 1).
     """
     cdef NetPlan* plan
     cdef const float* obs
@@ -581,10 +582,12 @@ cdef class Acting:
     cdef float* actions
     cdef float* logp
     cdef int N, A
+    cdef bint td3
     cdef double lo, hi
+    cdef float exploration_noise
     cdef object _keep
 
-    def __init__(self, StepPlan plan, observations, reset, noise, actions, double log_std_min, double log_std_max):
+    def __init__(self, StepPlan plan, observations, reset, noise, actions, config):
         import numpy as np
         N, A = actions.shape
         O = plan.net.layers[0].in_dim
@@ -594,8 +597,10 @@ cdef class Acting:
             if arr.shape != shape or arr.dtype != dtype or not arr.flags.c_contiguous:
                 raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of shape {shape}, "
                                  f"got {arr.dtype} {arr.shape}")
-        if plan.is_double or plan.net.B != N or plan.net.layers[plan.net.n_layers - 1].out_dim != 2 * A:
-            raise ValueError(f"plan: expected a float32 step plan for {N} rows with {2 * A} outputs")
+        self.td3 = config.algorithm == "td3"
+        outputs = A if self.td3 else 2 * A
+        if plan.is_double or plan.net.B != N or plan.net.layers[plan.net.n_layers - 1].out_dim != outputs:
+            raise ValueError(f"plan: expected a float32 step plan for {N} rows with {outputs} outputs")
         logp = np.zeros(N, np.float32)
         self._keep = [plan, observations, reset, noise, actions, logp]
         self.plan = &plan.net
@@ -604,15 +609,23 @@ cdef class Acting:
         self.noise = <const float*>_addr(noise)
         self.actions = <float*>_addr(actions)
         self.logp = <float*>_addr(logp)
-        self.N, self.A, self.lo, self.hi = N, A, log_std_min, log_std_max
+        self.N, self.A, self.lo, self.hi = N, A, config.log_std_min, config.log_std_max
+        self.exploration_noise = config.exploration_noise
 
     def run(self):
-        """Sampled actions into the bound array; returns whether they are all finite."""
+        """Actions for the bound observations into the bound array; returns whether all are finite."""
         cdef bint ok
+        cdef Py_ssize_t k
+        cdef const float* pre
         with nogil:
             plan_step[float](self.plan, <float*>self.obs, self.reset)
             memset(self.reset, 0, self.N)
-            head_fwd[float](self.N, self.A, _out(self.plan), self.noise, self.actions, self.logp, self.lo, self.hi)
+            pre = _out(self.plan)
+            if self.td3:
+                for k in range(self.N * self.A):
+                    self.actions[k] = _clip(exact_tanh(pre[k]) + self.exploration_noise * self.noise[k], -1, 1)
+            else:
+                head_fwd[float](self.N, self.A, pre, self.noise, self.actions, self.logp, self.lo, self.hi)
             ok = _all_finite(self.actions, self.N * self.A)
         return ok
 
