@@ -1,9 +1,9 @@
 """Appending one transition to a replay stream's ring: the write and its bookkeeping in C.
 
 ``memrl.replay.ReplayBuffer.add`` checks the arguments' types and shapes and stages the row
-(observation | action | next_observation, float32); ``RingWriter.write`` then checks the staged
-values and the episode-length bound and, only if both pass, writes the row and advances the
-stream's position, ``full`` flag, open-episode length and counters (layout in ``memrl.replay``).
+(observation | action | next_observation, float32); ``RingWriter.write`` then checks the reward,
+the staged values and the episode-length bound and, only if all pass, writes the row and advances
+the stream's position, ``full`` flag, open-episode length and counters (layout in ``memrl.replay``).
 """
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint8_t
