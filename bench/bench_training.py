@@ -64,7 +64,7 @@ def time_run(cfg, seed):
         trainer._acting = _TimedActing(trainer._acting)
         parts["acting"] = [trainer._acting.run]
     patch(agent, "act", "acting")
-    for i, env in enumerate(trainer.envs):
+    for env in trainer.envs:
         patch(env, "step", "environment")
         patch(env, "reset", "environment")
     patch(trainer.buffer, "add", "replay")
