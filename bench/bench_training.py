@@ -9,7 +9,8 @@ steps/s in each phase of the schedule (random warm-up, critics only, critics + a
 per step spent in the critic updates, the actor update, acting, the environment, the replay
 (adding and sampling) and the rest (Python glue), and the speed-up of the compiled loop. With
 ``--repeats R`` each is run R times and medians are printed. ``--env gymnasium:Pendulum-v1``
-times the feed-forward presets on Gymnasium's own Pendulum.
+times the feed-forward presets on Gymnasium's own Pendulum. A fixed matrix product timed before and
+after shows whether the machine's speed drifted during the run.
 """
 import argparse
 import resource
@@ -88,6 +89,17 @@ def time_run(cfg, seed):
     return {"wall": wall, "rates": rates, "per_step": per_step}
 
 
+def machine_probe() -> float:
+    """Microseconds per 100x64 @ 64x64 float32 product through memrl's BLAS seam (median): the
+    same fixed work at the start and the end shows how much the machine's speed drifted."""
+    import numpy as np
+    from memrl._core import _blas
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((100, 64), np.float32), rng.standard_normal((64, 64), np.float32)
+    out = np.zeros((100, 64), np.float32)
+    return 1e6 * _common.median_time(lambda: _blas.repeat(a, b, out, n=200), repeats=15) / 200
+
+
 def median_of(runs, get):
     values = [get(r) for r in runs]
     return statistics.median(values)
@@ -126,11 +138,13 @@ def main(argv=None):
             cfg = cfg.replace(environment_kwargs={**cfg.environment_kwargs, "episode_step_limit": 150})
     print(f"# {_common.machine()}; preset {args.preset}, environment {cfg.environment}, {cfg.total_steps} steps, "
           f"{args.threads} thread(s), seed {args.seed}")
+    probe_start = machine_probe()
     fused = report("compiled updates", [time_run(cfg, args.seed) for _ in range(args.repeats)])
     if not args.no_reference:
         reference = report("NumPy reference updates (baseline)",
                            [time_run(cfg.replace(fused=False), args.seed) for _ in range(args.repeats)])
         print(f"\nspeed-up of the compiled loop over the reference: {reference / fused:.2f}x")
+    print(f"machine probe (100x64 @ 64x64 sgemm): {probe_start:.2f} us before, {machine_probe():.2f} us after")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
     return 0
 
