@@ -116,6 +116,18 @@ cdef inline bint _all_finite(const float* x, Py_ssize_t n) noexcept nogil:
     return top != 0x7f800000u
 
 
+cdef void _q_input(int n, int O, int A, const float* obs, const float* fresh, const float* replayed,
+                   const unsigned char* use_fresh, float* x) noexcept nogil:
+    """Critic input rows x (n, O + A) = [obs, action]: the ``fresh`` action where ``use_fresh`` is
+    set (every row if it is NULL), the ``replayed`` one elsewhere (every row if ``fresh`` is NULL)."""
+    cdef int k, OA = O + A
+    cdef const float* a
+    for k in range(n):
+        memcpy(x + k * OA, obs + k * O, O * sizeof(float))
+        a = replayed if fresh == NULL or (use_fresh != NULL and not use_fresh[k]) else fresh
+        memcpy(x + k * OA + O, a + k * A, A * sizeof(float))
+
+
 cdef inline void _adam(AdamRef* r) noexcept nogil:
     adam_kernel[float](r.n, r.params, r.grads, r.m, r.v, r.lr, r.b1, r.b2, r.eps, r.floor, r.wd, r.clip,
                        r.is_bias, r.bias_lr_factor, r.t)
@@ -126,7 +138,7 @@ cdef void critic_gradient(CriticCtx* c) noexcept nogil:
     cdef BatchRef* b = &c.batch
     cdef int L = b.L, B = b.B, O = b.O, A = b.A, first = b.first
     cdef int Lt = L + 1 - first, d = 1 - first, OA = O + A
-    cdef int s, bb, t, k, kd, i, n = 0
+    cdef int bb, t, k, kd, n = 0
     cdef float* tx
     cdef float* q1
     cdef float* q2
@@ -135,7 +147,6 @@ cdef void critic_gradient(CriticCtx* c) noexcept nogil:
     cdef float qn, boot, keep, yv, diff
     cdef float alpha = <float>c.alpha, gamma = <float>c.gamma, inv_n
     cdef double loss = 0
-    cdef const float* src_obs
     # 1. next actions on the target window: SAC's current actor, sampled (with log-probabilities),
     #    or TD3's target actor with clipped smoothing noise
     memcpy(c.actor.x, b.obs + first * B * O, Lt * B * O * sizeof(float))
@@ -147,18 +158,8 @@ cdef void critic_gradient(CriticCtx* c) noexcept nogil:
         head_fwd[float](Lt * B, A, _out(c.actor), c.noise, c.next_a, c.next_logp, c.lo, c.hi)
     # 2. target critics on [observation, action]; replayed actions except at padding slots
     tx = <float*>c.target0.x
-    for s in range(Lt):
-        for bb in range(B):
-            k = s * B + bb
-            src_obs = b.obs + ((first + s) * B + bb) * O
-            for i in range(O):
-                tx[k * OA + i] = src_obs[i]
-            if (not c.mask_non_terminal) or b.next_final[(first + s) * B + bb]:
-                for i in range(A):
-                    tx[k * OA + O + i] = c.next_a[k * A + i]
-            else:
-                for i in range(A):
-                    tx[k * OA + O + i] = b.act[((first + s) * B + bb) * A + i]
+    _q_input(Lt * B, O, A, b.obs + first * B * O, c.next_a, b.act + first * B * A,
+             (b.next_final + first * B) if c.mask_non_terminal else NULL, tx)
     memcpy(c.target1.x, tx, Lt * B * OA * sizeof(float))
     c.target0.reset = b.next_reset + first * B
     c.target1.reset = c.target0.reset
@@ -182,11 +183,7 @@ cdef void critic_gradient(CriticCtx* c) noexcept nogil:
             c.y[k] = yv
     # 4. the critic on the replayed window
     cx = <float*>c.critic.x
-    for k in range(L * B):
-        for i in range(O):
-            cx[k * OA + i] = b.obs[k * O + i]
-        for i in range(A):
-            cx[k * OA + O + i] = b.act[k * A + i]
+    _q_input(L * B, O, A, b.obs, NULL, b.act, NULL, cx)
     c.critic.reset = b.reset
     plan_forward[float](c.critic)
     q = _out(c.critic)
@@ -239,15 +236,7 @@ cdef void td3_actor_run(ActorCtx* c) noexcept nogil:
     for k in range(N):
         n += _loss_step(b, c.mask_non_terminal, k)
     x0 = <float*>c.critic0.x
-    for k in range(N):
-        for i in range(O):
-            x0[k * OA + i] = b.obs[k * O + i]
-        if (not c.mask_non_terminal) or b.final[k]:
-            for i in range(A):
-                x0[k * OA + O + i] = c.a[k * A + i]
-        else:
-            for i in range(A):
-                x0[k * OA + O + i] = b.act[k * A + i]
+    _q_input(N, O, A, b.obs, c.a, b.act, b.final if c.mask_non_terminal else NULL, x0)
     c.critic0.reset = b.reset
     plan_forward[float](c.critic0)
     q1 = _out(c.critic0)
@@ -323,15 +312,7 @@ cdef void actor_run(ActorCtx* c) noexcept nogil:
         n += _loss_step(b, c.mask_non_terminal, k)
     # 2. both critics on [observation, action]: the new action at loss steps, else the replayed one
     x0 = <float*>c.critic0.x
-    for k in range(N):
-        for i in range(O):
-            x0[k * OA + i] = b.obs[k * O + i]
-        if (not c.mask_non_terminal) or b.final[k]:
-            for i in range(A):
-                x0[k * OA + O + i] = c.a[k * A + i]
-        else:
-            for i in range(A):
-                x0[k * OA + O + i] = b.act[k * A + i]
+    _q_input(N, O, A, b.obs, c.a, b.act, b.final if c.mask_non_terminal else NULL, x0)
     memcpy(c.critic1.x, x0, N * OA * sizeof(float))
     c.critic0.reset = b.reset
     c.critic1.reset = b.reset
