@@ -121,6 +121,20 @@ def make_agent(c):
     return cfg, agent
 
 
+def assert_gradient_of_spec(net, grads, loss, spec, name):
+    """``loss`` equals ``spec()`` and ``grads`` equal its finite differences over ``net``'s parameters."""
+    assert math.isclose(loss, spec(), rel_tol=1e-10, abs_tol=1e-12)
+    params = net.params.copy()
+
+    def f(p):
+        net.params[:] = p
+        return spec()
+
+    numeric = testing.numerical_gradient(f, params.copy())
+    net.params[:] = params
+    testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name=name)
+
+
 @settings(max_examples=10)
 @given(cases)
 def test_critic_gradient_matches_finite_differences_of_the_stated_loss(c):
@@ -129,15 +143,8 @@ def test_critic_gradient_matches_finite_differences_of_the_stated_loss(c):
     noise = np.random.default_rng(c["seed"]).standard_normal(agent.noise_shape(batch, target=True))
     for i in range(2):
         loss = agent.critic_loss_and_grad(i, batch, noise)
-        grads = agent.critics[i].grads.copy()
-        assert math.isclose(loss, spec_critic_loss(agent, i, batch, noise), rel_tol=1e-10, abs_tol=1e-12)
-
-        def f(p, i=i):
-            agent.critics[i].params[:] = p
-            return spec_critic_loss(agent, i, batch, noise)
-
-        numeric = testing.numerical_gradient(f, agent.critics[i].params.copy())
-        testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name=f"critic {i}")
+        assert_gradient_of_spec(agent.critics[i], agent.critics[i].grads.copy(), loss,
+                                lambda i=i: spec_critic_loss(agent, i, batch, noise), f"critic {i}")
 
 
 @settings(max_examples=10)
@@ -147,15 +154,8 @@ def test_actor_gradient_matches_finite_differences_of_the_stated_loss(c):
     batch = filled_batch(cfg, c["seed"])
     noise = np.random.default_rng(c["seed"] + 1).standard_normal(agent.noise_shape(batch, target=False))
     loss, entropy_gap = agent.actor_loss_and_grad(batch, noise)
-    grads = agent.actor.grads.copy()
-    assert math.isclose(loss, spec_actor_loss(agent, batch, noise), rel_tol=1e-10, abs_tol=1e-12)
-
-    def f(p):
-        agent.actor.params[:] = p
-        return spec_actor_loss(agent, batch, noise)
-
-    numeric = testing.numerical_gradient(f, agent.actor.params.copy())
-    testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name="actor")
+    assert_gradient_of_spec(agent.actor, agent.actor.grads.copy(), loss, lambda: spec_actor_loss(agent, batch, noise),
+                            "actor")
 
 
 def test_alpha_gradient_is_the_entropy_gap():

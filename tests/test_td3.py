@@ -4,10 +4,9 @@ import math
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from memrl import testing
 from memrl.replay import SamplingConfig
 from memrl.td3 import TD3
-from test_sac import filled_batch, tiny_config
+from test_sac import assert_gradient_of_spec, filled_batch, tiny_config
 
 
 def spec_critic_loss(agent, i, batch, noise):
@@ -75,15 +74,8 @@ def test_td3_critic_gradient_matches_finite_differences(c):
     noise = np.random.default_rng(c["seed"]).standard_normal(agent.noise_shape(batch, target=True)) * 2
     for i in range(2):
         loss = agent.critic_loss_and_grad(i, batch, noise)
-        grads = agent.critics[i].grads.copy()
-        assert math.isclose(loss, spec_critic_loss(agent, i, batch, noise), rel_tol=1e-10, abs_tol=1e-12)
-
-        def f(p, i=i):
-            agent.critics[i].params[:] = p
-            return spec_critic_loss(agent, i, batch, noise)
-
-        numeric = testing.numerical_gradient(f, agent.critics[i].params.copy())
-        testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name=f"critic {i}")
+        assert_gradient_of_spec(agent.critics[i], agent.critics[i].grads.copy(), loss,
+                                lambda i=i: spec_critic_loss(agent, i, batch, noise), f"critic {i}")
 
 
 @settings(max_examples=8)
@@ -93,17 +85,8 @@ def test_td3_actor_gradient_matches_finite_differences(c):
     batch = filled_batch(cfg, c["seed"])
     loss = agent.actor_loss_and_grad(batch)
     grads = agent.actor.grads.copy()
-    assert math.isclose(loss, spec_actor_loss(agent, batch), rel_tol=1e-10, abs_tol=1e-12)
-
-    def f(p):
-        agent.actor.params[:] = p
-        return spec_actor_loss(agent, batch)
-
-    params = agent.actor.params.copy()
-    numeric = testing.numerical_gradient(f, params.copy())
-    testing.assert_gradient_close(grads, numeric, rtol=1e-6, atol=1e-8, name="actor")
-    # only critic 1 drives the actor
-    agent.actor.params[:] = params
+    assert_gradient_of_spec(agent.actor, grads, loss, lambda: spec_actor_loss(agent, batch), "actor")
+    # only critic 1 drives the actor (the helper restored the actor's parameters)
     agent.critics[1].params[:] = 0
     agent.actor_loss_and_grad(batch)
     np.testing.assert_array_equal(agent.actor.grads, grads)
