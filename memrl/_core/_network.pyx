@@ -206,6 +206,8 @@ cdef class StepPlan:
         _alloc_layers(&self.net, n, 1, B)
         self.is_double = is_double
         self._keep = [layers, states]
+        self.net.in_dim = layers[0]["in_dim"]
+        self.net.out_dim = layers[n - 1]["out_dim"]
         for i in range(n):
             spec = {**layers[i], "grads": None}
             _bind_layer(&self.net, i, spec)

@@ -571,7 +571,7 @@ cdef class Acting:
     def __init__(self, StepPlan plan, observations, reset, noise, actions, config):
         import numpy as np
         N, A = actions.shape
-        O = plan.net.layers[0].in_dim
+        O = plan.net.in_dim
         for name, arr, shape, dtype in (("observations", observations, (N, O), np.float32),
                                         ("reset", reset, (N,), np.uint8), ("noise", noise, (N, A), np.float32),
                                         ("actions", actions, (N, A), np.float32)):
@@ -580,7 +580,7 @@ cdef class Acting:
                                  f"got {arr.dtype} {arr.shape}")
         self.td3 = config.algorithm == "td3"
         outputs = A if self.td3 else 2 * A
-        if plan.is_double or plan.net.B != N or plan.net.layers[plan.net.n_layers - 1].out_dim != outputs:
+        if plan.is_double or plan.net.B != N or plan.net.out_dim != outputs:
             raise ValueError(f"plan: expected a float32 step plan for {N} rows with {outputs} outputs")
         logp = np.zeros(N, np.float32)
         self._keep = [plan, observations, reset, noise, actions, logp]
