@@ -1,103 +1,298 @@
 """Command line: ``python -m memrl train memory-chapter --seed 1 --steps 200000 --log-dir runs/s1``.
 
-Mistakes (unknown preset, bad value, unwritable log directory) print one line and exit with
-status 2; a run that diverges (non-finite loss) exits with status 3 after its metrics are saved.
+Subcommands: ``train`` (a preset, or ``--resume`` a run directory), ``presets`` (list them, or
+show one), ``export`` (a policy file from a run's checkpoint), ``plot`` (learning curves).
+Mistakes (an unknown preset, a bad value, an environment that does not exist or cannot be used, a
+run directory that already holds a run, a missing optional extra) print one ``memrl: error:``
+line and exit with status 2, leaving no new run directory behind; a run that diverges (non-finite
+loss) exits with status 3 after its metrics are saved; an interrupted run exits with 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
+from memrl import __version__
 from memrl.config import PRESETS, Config, preset
-from memrl.sac import TrainingDiverged
+
+BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+NONES = ("none", "null")
+VALUE_HELP = ("values are JSON (numbers, strings, lists); booleans may be written true/false, yes/no or on/off "
+              "in any case, and null/none means None")
 
 
 def _parse_value(raw: str):
+    low = raw.strip().lower()
+    if low in BOOLEANS:
+        return BOOLEANS[low]
+    if low in NONES:
+        return None
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
-        low = raw.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if low in ("none", "null"):
-            return None
         return raw
 
 
-def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """``key=value`` pairs (JSON values; ``a.b=v`` sets a nested field) applied to ``config``."""
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["a.b=1", "c=true"]`` -> ``{"a.b": 1, "c": True}`` (see ``VALUE_HELP``)."""
     changes: dict = {}
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set: expected key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        value = _parse_value(raw)
-        parts = key.split(".")
-        target = changes
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"--set: {key!r} sets a field inside a non-nested value")
-        target[parts[-1]] = value
-    return Config.from_dict(changes, base=config)
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: expected KEY=VALUE, got {item!r}")
+        changes[key.strip()] = _parse_value(raw)
+    return changes
 
 
-def _progress_printer(log_every: int, quiet: bool):
-    """A live progress line on a terminal; plain periodic lines in logs."""
-    if quiet:
-        return None
-    tty = sys.stdout.isatty()
-    last = {"step": None, "time": None}
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """``key=value`` pairs (``a.b=v`` sets a nested field) applied to ``config``, as ``Config.replace``."""
+    return config.replace(**parse_overrides(overrides))
 
-    def show(trainer, elapsed, record):
-        step, total = trainer.step_count, trainer.config.total_steps
-        rate = step / elapsed if elapsed > 0 else 0.0
-        if last["step"] is not None and elapsed > last["time"]:
-            rate = (step - last["step"]) / (elapsed - last["time"])
-        last.update(step=step, time=elapsed)
-        eta = (total - step) / rate if rate > 0 else float("inf")
-        tail = ""
-        if record is not None:
-            tail = f" | last eval @{record['step']}: return {record['mean_return']:.1f}"
-            if "probe_correct" in record:
-                tail += f", probe {record['probe_correct']}/{record['probe_total']}"
-        line = f"step {step}/{total} | {rate:.0f} steps/s | elapsed {elapsed:.0f} s | ETA {eta:.0f} s{tail}"
-        if tty:
-            end = "\n" if step >= total else ""
-            print("\r" + line.ljust(110), end=end, flush=True)
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------
+
+class ProgressReport:
+    """Progress of a training run: a live tqdm bar on a terminal (if tqdm is installed), else a
+    plain line every ``log_every`` steps. Rates and ETAs count training time only (evaluations
+    excluded) and only steps after the critics' warm-up, whose random steps are much faster."""
+
+    def __init__(self, log_every: int, quiet: bool):
+        self.quiet = quiet
+        self.log_every = log_every
+        self.bar = None
+        self.interval = max(1, log_every)
+        self._history: list[tuple[int, float]] = []
+        if quiet or not sys.stdout.isatty():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:  # optional extra: pip install 'memrl[progress]'
+            return
+        self._tqdm = tqdm
+        self.interval = 200
+
+    def print(self, line: str) -> None:
+        """Evaluation and probe lines: above the bar on a terminal."""
+        if self.quiet:
+            if line.startswith(("Total time", "memrl: warning")):
+                print(line, flush=True)
+            return
+        if self.bar is not None:
+            self.bar.write(line)
         else:
             print(line, flush=True)
 
-    return show
+    def _rate(self, step: int, seconds: float, warmup: int) -> float | None:
+        """Steps per second over the last few reports, from the end of the warm-up on."""
+        if step <= warmup:
+            self._history.clear()
+            return None
+        self._history.append((step, seconds))
+        del self._history[:-10]
+        (s0, t0), (s1, t1) = self._history[0], self._history[-1]
+        return (s1 - s0) / (t1 - t0) if s1 > s0 and t1 > t0 else None
+
+    def __call__(self, trainer, seconds: float, record: dict | None) -> None:
+        if self.quiet:
+            return
+        step, total = trainer.step_count, trainer.config.total_steps
+        rate = self._rate(step, seconds, trainer.config.n_warmup_steps_critic)
+        speed = "warm-up" if step <= trainer.config.n_warmup_steps_critic else (
+            f"{rate:.0f} steps/s" if rate else "measuring")
+        eta = f"ETA {(total - step) / rate:.0f} s" if rate else "ETA -"
+        last = ""
+        if record is not None:
+            last = f"eval @{record['step']}: {record['mean_return']:.1f}"
+            if "probe_correct" in record:
+                last += f", probe {record['probe_correct']}/{record['probe_total']}"
+        if getattr(self, "_tqdm", None) is not None:
+            if self.bar is None:
+                self.bar = self._tqdm(total=total, unit="step", dynamic_ncols=True, leave=True,
+                                      bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+            self.bar.set_postfix_str(", ".join(p for p in (speed, eta if rate else "", last) if p), refresh=False)
+            self.bar.update(step - self.bar.n)
+            if step >= total:
+                self.bar.close()
+                self.bar = None
+            return
+        parts = [f"step {step}/{total}", speed, f"{seconds:.0f} s training"]
+        if rate:
+            parts.append(eta)
+        if last:
+            parts.append("last " + last)
+        print(" | ".join(parts), flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------
+
+LOG_DIR_HELP = ("make DIR a run directory: config.json (seed and configuration), metrics.jsonl (one JSON "
+                "object per evaluation), checkpoints/ (the whole training state every checkpoint_interval "
+                "steps and at the end) and, when the run finishes, policy.npz (the actor, runnable with NumPy "
+                "alone). A directory that already holds a run is refused: --resume it or --overwrite it")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memrl", description="Memory-based deep RL (recurrent SAC) on the CPU.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a preset")
+    parser = argparse.ArgumentParser(
+        prog="python -m memrl",
+        description="memrl: memory-based deep RL (recurrent SAC and TD3 on replayed sequences) on the CPU.",
+        epilog="Start with: python -m memrl train memory-chapter --log-dir runs/s1 "
+               "(python -m memrl COMMAND --help for each command).")
+    parser.add_argument("--version", action="version", version=f"memrl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train", help="train a preset (or continue a run with --resume)",
+        description="Train a preset. " + VALUE_HELP + ".",
+        epilog="Examples: python -m memrl train memory-chapter --seed 2 --log-dir runs/s2; "
+               "python -m memrl train pendulum-sac --env gymnasium:Pendulum-v1 --set gamma=0.98; "
+               "python -m memrl train --resume runs/s2 --steps 400000")
     train.add_argument("preset", nargs="?", default=None,
-                       help=f"one of: {', '.join(sorted(PRESETS))} (optional with --resume)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
-    train.add_argument("--log-dir", default=None, help="write config.json and metrics.jsonl here")
+                       help=f"one of: {', '.join(sorted(PRESETS))} (optional with --resume; "
+                            f"'python -m memrl presets NAME' shows one)")
+    train.add_argument("--seed", type=int, default=None, help="the run's seed (default 0; with --resume: the run's)")
+    train.add_argument("--steps", type=int, default=None,
+                       help="total environment steps (default: the preset's; with --resume: the run's, or a new "
+                            "total that extends a finished run)")
+    train.add_argument("--log-dir", default=None, metavar="DIR", help=LOG_DIR_HELP)
+    train.add_argument("--overwrite", action="store_true",
+                       help="clear the run already in --log-dir (its config, metrics, checkpoints and policy) first")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set memory_reset_interval=50 (repeatable)")
+                       help="change a configuration field, e.g. --set gamma=0.9 --set sampling.random_seq_length=false "
+                            "(repeatable; 'presets NAME' lists the fields)")
     train.add_argument("--env", default=None, metavar="NAME",
                        help="train on another environment: 'memory', 'pendulum' or 'gymnasium:<id>' "
                             "(e.g. gymnasium:Pendulum-v1; needs pip install 'memrl[gym]')")
     train.add_argument("--algorithm", choices=("sac", "td3"), default=None, help="override the preset's algorithm")
     train.add_argument("--resume", metavar="DIR", default=None,
-                       help="continue the run in DIR from its newest checkpoint (bit for bit)")
+                       help="continue the run in DIR from its newest checkpoint, bit for bit; only --steps and "
+                            "--set of threads, evaluation and checkpoint settings may change")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
     train.add_argument("--log-every", type=int, default=10_000, metavar="STEPS",
                        help="progress line interval when output is not a terminal (default 10000)")
-    sub.add_parser("presets", help="list the presets and their settings")
-    plot = sub.add_parser("plot", help="draw learning curves of run directories")
+
+    presets = sub.add_parser("presets", help="list the presets, or show one's settings")
+    presets.add_argument("name", nargs="?", default=None, help="show this preset's settings as JSON")
+
+    export = sub.add_parser("export", help="write a policy file from a run directory or a training checkpoint")
+    export.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
+                        help="a run directory (its newest loadable checkpoint is used) or a checkpoint file")
+    export.add_argument("-o", "--output", required=True, metavar="POLICY", help="file to write (e.g. policy.npz)")
+
+    plot = sub.add_parser("plot", help="draw learning curves of run directories (pip install 'memrl[plot]')")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    plot.add_argument("-o", "--output", required=True, metavar="PNG")
+    plot.add_argument("-o", "--output", required=True, metavar="FILE",
+                      help="image to write; the format follows the extension (.png, .pdf, .svg)")
     return parser
+
+
+def _error(message) -> int:
+    text = " ".join(str(message).split())  # one line, whatever the exception held
+    print(f"memrl: error: {text}", file=sys.stderr)
+    return 2
+
+
+def _train(args) -> int:
+    from memrl.checkpoint import CheckpointError
+    from memrl.loop import RESUME_CHANGEABLE, train
+    from memrl.run import RunDirectory, RunDirectoryError
+    from memrl.sac import TrainingDiverged
+
+    if args.steps is not None and args.steps < 1:
+        return _error(f"--steps: expected a positive integer, got {args.steps}")
+    if args.seed is not None and args.seed < 0:
+        return _error(f"--seed: expected a non-negative integer, got {args.seed}")
+    if args.log_every < 1:
+        return _error(f"--log-every: expected a positive integer, got {args.log_every}")
+    report = ProgressReport(args.log_every, args.quiet)
+    try:
+        changes = parse_overrides(args.overrides)
+        if args.env is not None:
+            changes.update(environment=args.env, environment_kwargs={})
+        if args.algorithm is not None:
+            changes["algorithm"] = args.algorithm
+        if args.steps is not None:
+            changes["total_steps"] = args.steps
+        if args.resume is not None:
+            if args.log_dir not in (None, args.resume):
+                raise ValueError("--log-dir: must be omitted or equal to --resume DIR")
+            if args.overwrite:
+                raise ValueError("--overwrite: cannot be combined with --resume")
+            _, _, meta = RunDirectory(args.resume).latest_checkpoint()
+            saved = Config.from_dict(meta["config"])
+            base = preset(args.preset) if args.preset is not None else saved
+            # A preset name only asserts what the run is: its own length, evaluation and checkpoint
+            # settings change the run only when given explicitly (--steps, --set).
+            keep = {k: getattr(saved, k) for k in RESUME_CHANGEABLE if k not in changes}
+            config = base.replace(**changes).replace(**keep)
+            log_dir, resume = args.resume, True
+        else:
+            if args.preset is None:
+                raise ValueError("preset: expected a preset name (or --resume DIR); "
+                                 f"one of {', '.join(sorted(PRESETS))}")
+            config = preset(args.preset).replace(**changes).validate()
+            log_dir, resume = args.log_dir, False
+        result = train(config, seed=args.seed, log_dir=log_dir, resume=resume, overwrite=args.overwrite,
+                       print_fn=report.print, progress=report, progress_interval=report.interval)
+    except TrainingDiverged as exc:
+        report.close()
+        print(f"memrl: training diverged: {exc} (checkpoints already written are intact)", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        report.close()
+        print("memrl: interrupted (continue with --resume DIR from the last checkpoint)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, CheckpointError, RunDirectoryError) as exc:
+        report.close()
+        return _error(exc)
+    report.close()
+    return 0
+
+
+def _presets(args) -> int:
+    if args.name is None:
+        width = max(map(len, PRESETS))
+        for name in sorted(PRESETS):
+            doc = PRESET_SUMMARIES.get(name, "")
+            print(f"{name:<{width}}  {doc}")
+        print("\n'python -m memrl presets NAME' shows a preset's settings.")
+        return 0
+    try:
+        config = preset(args.name)
+    except ValueError as exc:
+        return _error(exc)
+    print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+PRESET_SUMMARIES = {
+    "memory-chapter": "recurrent SAC on the counting task, the RLtools memory chapter value for value",
+    "memory-chapter-td3": "recurrent TD3 on the counting task",
+    "pendulum-sac": "feed-forward SAC on memrl's Pendulum (fully observed)",
+    "pendulum-td3": "feed-forward TD3 on memrl's Pendulum (fully observed)",
+}
+
+
+def _export(args) -> int:
+    from memrl.checkpoint import CheckpointError
+    from memrl.policy import export_from_checkpoint
+    from memrl.run import RunDirectoryError
+
+    try:
+        meta = export_from_checkpoint(args.source, args.output)
+    except (ValueError, OSError, CheckpointError, RunDirectoryError) as exc:
+        return _error(exc)
+    print(f"wrote {args.output} (actor at step {meta['step_count']}, seed {meta['seed']})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,56 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return plot_main([*args.runs, "-o", args.output])
     if args.command == "presets":
-        for name in sorted(PRESETS):
-            print(name)
-            print(json.dumps(PRESETS[name].to_dict(), indent=2))
-        return 0
-    try:
-        if args.preset is None and args.resume is None:
-            raise ValueError("preset: expected a preset name (or --resume DIR)")
-        if args.resume is not None:
-            if args.log_dir not in (None, args.resume):
-                raise ValueError("--log-dir: must be omitted or equal to --resume DIR")
-            args.log_dir = args.resume
-            if not os.path.isdir(os.path.join(args.resume, "checkpoints")):
-                raise ValueError(f"--resume: no checkpoints directory in {args.resume!r}")
-        config = preset(args.preset or "memory-chapter")
-        if args.steps is not None:
-            config = config.replace(total_steps=args.steps)
-        if args.env is not None:
-            config = config.replace(environment=args.env, environment_kwargs={})
-        if args.algorithm is not None:
-            config = config.replace(algorithm=args.algorithm)
-        config = apply_overrides(config, args.overrides).validate()
-        if args.seed < 0:
-            raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")
-        if args.log_dir is not None:
-            os.makedirs(args.log_dir, exist_ok=True)
-            probe = os.path.join(args.log_dir, ".write-test")
-            with open(probe, "w"):
-                pass
-            os.remove(probe)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"memrl: error: {exc}", file=sys.stderr)
-        return 2
-    from memrl.checkpoint import CheckpointError
-    from memrl.loop import train
-
-    try:
-        quiet_print = lambda line: print(line) if line.startswith(("Total time", "memrl: warning")) else None  # noqa: E731
-        train(config, seed=args.seed, log_dir=args.log_dir, print_fn=quiet_print if args.quiet else print,
-              resume=args.resume is not None, progress=_progress_printer(args.log_every, args.quiet),
-              progress_interval=200 if sys.stdout.isatty() else max(1, args.log_every))
-    except TrainingDiverged as exc:
-        print(f"memrl: training diverged: {exc} (checkpoints already written are intact)", file=sys.stderr)
-        return 3
-    except CheckpointError as exc:
-        print(f"memrl: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("memrl: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return _presets(args)
+    if args.command == "export":
+        return _export(args)
+    return _train(args)
 
 
 if __name__ == "__main__":

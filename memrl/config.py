@@ -52,7 +52,9 @@ class Config:
     critic_target_update_interval: int = 1
     """Target critics move every this many steps [CRITIC_TARGET_UPDATE_INTERVAL]."""
     replay_capacity: int | None = None
-    """Transitions kept per environment stream; None = total_steps [REPLAY_BUFFER_CAP]."""
+    """Transitions kept per environment stream [REPLAY_BUFFER_CAP]; None keeps every transition of the
+    run (capacity total_steps + 1, so the ring never wraps and a run extended with ``--resume --steps``
+    samples exactly as a longer run would)."""
 
     # -- sequences -----------------------------------------------------------------------------
     sequence_length: int = 50
@@ -111,9 +113,11 @@ class Config:
     """"fast": RLtools' Pade sigmoid/tanh in the GRUs (as the chapter); "exact": libm's."""
 
     # -- optimisers ----------------------------------------------------------------------------
-    actor_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.tensorflow(lr=1e-4))
-    critic_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.tensorflow(lr=1e-3))
-    alpha_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.tensorflow(lr=1e-3))
+    # RLtools' Adam: TensorFlow's defaults with the bias-corrected second moment floored at 1e-7
+    # before the square root (EPSILON_SQRT), for every optimiser of the chapter.
+    actor_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.rltools(lr=1e-4))
+    critic_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.rltools(lr=1e-3))
+    alpha_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig.rltools(lr=1e-3))
 
     # -- acting and evaluation -----------------------------------------------------------------
     memory_reset_interval: int | None = None
@@ -139,14 +143,38 @@ class Config:
 
     # -- RLtools quirks (for parity only) -------------------------------------------------------
     rltools_critic_backward_ignores_resets: bool = False
+    rltools_alpha_gradient: bool = False
+    """Reproduce RLtools' temperature gradient ``alpha * sum_i (H_i - target_entropy) / N_r`` (N_r: the
+    number of reset flags in the actor's batch) instead of SAC's ``mean_i (H_i - target_entropy)``
+    (Haarnoja et al. 2018, as Stable-Baselines3 and CleanRL compute it for log alpha)."""
     """Reproduce RLtools' actor update, whose critic backward ignores resets inside the window."""
 
     def replace(self, **changes) -> "Config":
-        return dataclasses.replace(copy.deepcopy(self), **changes)
+        """A copy with ``changes`` applied, as ``--set`` applies them on the command line.
+
+        Nested settings take a dict of the fields to change (``sampling={"random_seq_length":
+        False}``, ``critic_optimizer={"lr": 3e-4}``) or a whole object; a dotted name changes one
+        nested field (``**{"sampling.random_seq_length": False}``). ``environment_kwargs`` given as
+        a dict updates the current environment's keywords unless ``environment`` changes too.
+        Unknown names raise ValueError. The result is not validated (call ``validate()``).
+        """
+        nested: dict[str, Any] = {}
+        for key, value in changes.items():
+            target = nested
+            *parents, leaf = key.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ValueError(f"{key}: sets a field inside {part!r}, which is given as a whole value too")
+            if leaf in target and isinstance(target[leaf], dict) and isinstance(value, dict):
+                target[leaf].update(value)
+            else:
+                target[leaf] = value
+        return Config.from_dict(nested, base=copy.deepcopy(self))
 
     @property
     def capacity(self) -> int:
-        return self.total_steps if self.replay_capacity is None else self.replay_capacity
+        return self.total_steps + 1 if self.replay_capacity is None else self.replay_capacity
 
     @property
     def recurrent(self) -> bool:
@@ -185,7 +213,8 @@ class Config:
         if self.threads > 2:
             raise ValueError(f"threads: expected 1 or 2 (the two critic updates), got {self.threads}")
         for name in ("fused", "shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
-                     "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets"):
+                     "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets",
+                     "rltools_alpha_gradient"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         _float("gamma", self.gamma, 0.0, 1.0)
@@ -211,12 +240,16 @@ class Config:
             if not isinstance(opt, AdamConfig):
                 raise TypeError(f"{name}: expected an AdamConfig, got {type(opt).__name__}")
             opt.validate(name)
-        if (self.entropy_bonus and not self.entropy_bonus_next_step and self.recurrent
+        if (self.algorithm == "sac" and self.entropy_bonus and not self.entropy_bonus_next_step
                 and not self.sampling.include_first_step_in_targets):
             raise ValueError("entropy_bonus_next_step: False (a current-step bonus) needs "
                              "sampling.include_first_step_in_targets=True, so the target pass sees the current step")
-        if not self.mask_non_terminal and self.rltools_critic_backward_ignores_resets:
-            raise ValueError("rltools_critic_backward_ignores_resets: only meaningful with mask_non_terminal=True")
+        if not self.mask_non_terminal:
+            # Without the mask the losses at earlier steps of a segment would be built on action
+            # histories re-sampled from the current policy, which never happened (RLtools refuses
+            # MASK_NON_TERMINAL=false for the same reason).
+            raise ValueError("mask_non_terminal: expected True (losses at segment-final steps, replayed actions "
+                             "before them; False would train on action histories that never happened)")
         return self
 
     # -- serialisation ---------------------------------------------------------------------------
@@ -289,6 +322,7 @@ def _feed_forward(**changes) -> Config:
                   n_warmup_steps_actor=100, actor_training_interval=1, actor_hidden_dim=64, critic_hidden_dim=64,
                   actor_num_layers=3, critic_num_layers=3, actor_activation="relu", critic_activation="relu",
                   actor_optimizer=AdamConfig.tensorflow(lr=1e-3), critic_optimizer=AdamConfig.tensorflow(lr=1e-3),
+                  alpha_optimizer=AdamConfig.tensorflow(lr=1e-3),
                   sampling=SamplingConfig(include_first_step_in_targets=False, random_seq_length=False),
                   evaluation_interval=2000, n_evaluation_episodes=10, checkpoint_interval=5000)
     return base.replace(**changes)
@@ -299,7 +333,7 @@ PRESETS: dict[str, Config] = {
     "memory-chapter": Config(),
     # The same task with recurrent TD3 (policy delay 2, target smoothing, exploration noise).
     "memory-chapter-td3": Config(algorithm="td3", critic_target_update_interval=2,
-                                 actor_optimizer=AdamConfig.tensorflow(lr=1e-3)),
+                                 actor_optimizer=AdamConfig.rltools(lr=1e-3)),
     # Feed-forward agents on Pendulum (fully observed).
     "pendulum-sac": _feed_forward(),
     "pendulum-td3": _feed_forward(algorithm="td3", actor_training_interval=2, critic_target_update_interval=2),

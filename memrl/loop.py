@@ -16,8 +16,10 @@ acting, batches and noise, evaluation), so the same seed gives the same run bit 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import resource
 import time
 from dataclasses import dataclass, field
@@ -27,10 +29,11 @@ import numpy as np
 
 from memrl import __version__
 from memrl._core._sac import all_finite
-from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
-from memrl.config import Config
+from memrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from memrl.config import Config, preset
 from memrl.evaluation import count_probe, evaluate
 from memrl.replay import ReplayBuffer, SequenceSampler
+from memrl.run import RunDirectory, RunDirectoryError
 from memrl.envs.gym import make_env
 from memrl.sac import SAC, TrainingDiverged
 from memrl.td3 import TD3
@@ -54,18 +57,59 @@ class Metrics:
         return out
 
 
-class Trainer:
-    """Training state for one run: create from a config and seed, then ``step()`` until done."""
+def build_environment(config: Config, seed: int):
+    """``config``'s environment, seeded. A mistake in the environment's name or keywords raises a
+    one-line ValueError naming it (Gymnasium's own errors and a keyword the environment does not
+    take included); a missing optional dependency raises ImportError."""
+    try:
+        return make_env(config.environment, **config.environment_kwargs, seed=seed)
+    except TypeError as exc:
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if match is None:
+            raise
+        accepted = _accepted_keywords(config.environment)
+        hint = f" (accepted: {', '.join(accepted)})" if accepted else ""
+        raise ValueError(f"environment_kwargs: {config.environment!r} takes no keyword {match.group(1)!r}{hint}") \
+            from None
+    except ImportError:
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith("gymnasium"):
+            raise
+        raise ValueError(f"environment: {config.environment!r}: {exc}") from None
 
-    def __init__(self, config: Config, seed: int = 0):
+
+def _accepted_keywords(name: str) -> list[str]:
+    from memrl.envs import ENVIRONMENTS
+
+    factory = ENVIRONMENTS.get(name)
+    if factory is None:
+        return []
+    return [p for p in inspect.signature(factory).parameters if p != "seed"]
+
+
+def as_config(config: Config | str) -> Config:
+    """A Config from a Config or a preset name (``"memory-chapter"``); TypeError otherwise."""
+    if isinstance(config, str):
+        return preset(config)
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected a memrl.config.Config or a preset name, got {type(config).__name__}")
+    return config
+
+
+class Trainer:
+    """Training state for one run: create from a config (or preset name) and seed, then ``step()``
+    until done."""
+
+    def __init__(self, config: Config | str, seed: int = 0):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-        self.config = cfg = config.validate()
+        self.config = cfg = as_config(config).validate()
         self.seed = int(seed)
         seq = np.random.SeedSequence(self.seed)
         env_seq, act_seq, train_seq, eval_seq, probe_seq, agent_seq = seq.spawn(6)
         env_seeds = env_seq.generate_state(cfg.n_environments)
-        self.envs = [make_env(cfg.environment, **cfg.environment_kwargs, seed=int(s)) for s in env_seeds]
+        self.envs = [build_environment(cfg, int(s)) for s in env_seeds]
         env = self.envs[0]
         self.observation_dim, self.action_dim = env.observation_dim, env.action_dim
         agent_class = SAC if cfg.algorithm == "sac" else TD3
@@ -219,7 +263,12 @@ class Trainer:
         return {"algorithm": self.config.algorithm,
                 "networks": {name: net.config() for name, net in self.agent.networks().items()},
                 "observation_dim": self.observation_dim, "action_dim": self.action_dim,
-                "replay_capacity": self.buffer.capacity, "n_environments": len(self.envs)}
+                "n_environments": len(self.envs)}
+
+    def environment_spec(self) -> dict:
+        """The environment as an exported policy needs it: name, keywords, observation shape and
+        the action space in the environment's own units (memrl acts in [-1, 1] and rescales)."""
+        return environment_spec(self.config, self.envs[0])
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to continue bit for bit: (arrays, JSON-serialisable meta)."""
@@ -235,9 +284,15 @@ class Trainer:
             for part in ("params", "adam_m", "adam_v"):
                 arrays[f"log_alpha/{part}"] = getattr(la, part)
             meta["log_alpha/adam_t"] = la.adam_t
+        meta["environment_spec"] = self.environment_spec()
         _split_tree("replay", self.buffer.state_dict(), arrays, meta)
-        for i, env in enumerate(self.envs):
-            _split_tree(f"env{i}", env.state_dict(), arrays, meta)
+        try:
+            env_states = [env.state_dict() for env in self.envs]
+        except NotImplementedError:  # e.g. Gymnasium: recreated and reset on load instead
+            env_states = None
+        meta["environments_checkpointed"] = env_states is not None
+        for i, state in enumerate(env_states or ()):
+            _split_tree(f"env{i}", state, arrays, meta)
         for name in ("rng_act", "rng_train", "rng_eval", "rng_probe"):
             meta[name] = getattr(self, name).bit_generator.state
         for name in ("observations", "actions", "memory_reset", "episode_step", "episode_return"):
@@ -261,9 +316,13 @@ class Trainer:
             for part in ("params", "adam_m", "adam_v"):
                 _copy_into(getattr(la, part), arrays[f"log_alpha/{part}"], f"log_alpha/{part}")
             la.adam_t = int(meta["log_alpha/adam_t"])
-        self.buffer.load_state_dict(_join_tree("replay", arrays, meta))
-        for i, env in enumerate(self.envs):
-            env.load_state_dict(_join_tree(f"env{i}", arrays, meta))
+        try:
+            self.buffer.load_state_dict(_join_tree("replay", arrays, meta))
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint: replay buffer: {exc}") from None
+        if meta.get("environments_checkpointed", True):
+            for i, env in enumerate(self.envs):
+                env.load_state_dict(_join_tree(f"env{i}", arrays, meta))
         for name in ("rng_act", "rng_train", "rng_eval", "rng_probe"):
             getattr(self, name).bit_generator.state = meta[name]
         for name in ("observations", "actions", "memory_reset", "episode_step", "episode_return"):
@@ -272,6 +331,23 @@ class Trainer:
             _copy_into(h, arrays[f"rollout/state{k}"], f"rollout/state{k}")
         self.metrics.__dict__.update(meta["metrics"])
         self.step_count = int(meta["step_count"])
+        if not meta.get("environments_checkpointed", True):
+            self._restart_episodes()
+
+    def _restart_episodes(self) -> None:
+        """After loading a checkpoint without environment states: every open episode ends as
+        truncated (its transitions stay in the replay) and each environment, recreated, starts a new
+        episode from a seed derived from its original one and the step (so a resume is repeatable)."""
+        env_seeds = np.random.SeedSequence(self.seed).spawn(6)[0].generate_state(len(self.envs))
+        for i, env in enumerate(self.envs):
+            if self.episode_step[i] > 0:
+                self.buffer.mark_episode_end(i)
+            seed = int(np.random.SeedSequence([int(env_seeds[i]), self.step_count]).generate_state(1)[0])
+            obs, _ = env.reset(seed=seed)
+            self.observations[i] = obs
+            self.episode_step[i] = 0
+            self.episode_return[i] = 0.0
+            self.memory_reset[i] = 1
 
     def save(self, path: str) -> None:
         """Write the whole training state to ``path`` atomically (no pickle)."""
@@ -294,7 +370,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Deterministic-policy evaluation (and the count probe on the memory task)."""
         cfg = self.config
-        result = evaluate(self.agent, lambda seed: make_env(cfg.environment, **cfg.environment_kwargs, seed=seed),
+        result = evaluate(self.agent, lambda seed: build_environment(cfg, seed),
                           cfg.n_evaluation_episodes, self.rng_eval, memory_reset_interval=cfg.memory_reset_interval)
         if cfg.environment == "memory" and cfg.n_probes > 0:
             probe = count_probe(self.agent, self.envs[0], cfg.n_probes, self.rng_probe,
@@ -356,6 +432,53 @@ def _copy_into(target: np.ndarray, source: np.ndarray, name: str) -> None:
 
 
 Hook = Callable[[Trainer, dict], None]
+Progress = Callable[[Trainer, float, "dict | None"], None]
+
+RESUME_CHANGEABLE = ("total_steps", "threads", "evaluation_interval", "n_evaluation_episodes", "n_probes",
+                     "probe_sequence_length", "checkpoint_interval", "keep_checkpoints")
+"""Fields a resumed run may change: its length, its thread count, and what it evaluates and saves
+(evaluations and probes draw from their own random streams, so training is unaffected)."""
+
+
+def resume_config(saved: Config, requested: Config, step: int) -> Config:
+    """The configuration a run resumed at ``step`` continues with: ``saved``, with the fields of
+    ``RESUME_CHANGEABLE`` taken from ``requested``. Any other difference raises RunDirectoryError
+    naming the field (a resumed run must go on computing what it computed)."""
+    theirs, mine = _jsonable(saved.to_dict()), _jsonable(requested.to_dict())
+    for key in theirs:
+        if key in RESUME_CHANGEABLE:
+            continue
+        difference = _first_difference(theirs[key], mine.get(key), key)
+        if difference:
+            difference = difference.replace(": expected ", ": the run has ", 1).replace(", found ", ", requested ", 1)
+            raise RunDirectoryError(f"--resume: cannot change {difference}"
+                                    f" (only {', '.join(RESUME_CHANGEABLE)} can change; start a new run directory "
+                                    f"for anything else)")
+    if requested.total_steps < step:
+        raise RunDirectoryError(f"total_steps: the run is already at step {step}, got {requested.total_steps}")
+    return saved.replace(**{key: getattr(requested, key) for key in RESUME_CHANGEABLE}).validate()
+
+
+def environment_spec(config: Config, env) -> dict:
+    """What an exported policy records of its environment: ``name`` and ``kwargs`` (as in the
+    config), ``observation_shape``, and the action space in the environment's units
+    (``action_shape``, ``action_dtype``, ``action_low``, ``action_high``, flattened). memrl's agents
+    act in [-1, 1]; an action ``a`` means ``clip(offset + scale * clip(a, -1, 1), low, high)`` with
+    ``offset = (high + low) / 2`` and ``scale = (high - low) / 2`` (the Gymnasium adapter's map)."""
+    spec = {"name": config.environment, "kwargs": _jsonable(config.environment_kwargs)}
+    gym_env = getattr(env, "env", None)  # memrl.envs.gym.GymnasiumEnv wraps a gymnasium.Env
+    if gym_env is not None and hasattr(gym_env, "action_space"):
+        space = gym_env.action_space
+        spec.update(observation_shape=list(gym_env.observation_space.shape), action_shape=list(space.shape),
+                    action_dtype=np.dtype(space.dtype).name,
+                    action_low=np.asarray(space.low, np.float64).reshape(-1).tolist(),
+                    action_high=np.asarray(space.high, np.float64).reshape(-1).tolist())
+    else:
+        spec.update(observation_shape=[int(env.observation_dim)], action_shape=[int(env.action_dim)],
+                    action_dtype="float32",
+                    action_low=np.asarray(env.action_low, np.float64).reshape(-1).tolist(),
+                    action_high=np.asarray(env.action_high, np.float64).reshape(-1).tolist())
+    return spec
 
 
 @dataclass
@@ -365,72 +488,73 @@ class TrainResult:
     elapsed_s: float
 
 
-def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn: Callable[[str], None] | None = print,
-          hooks: Sequence[Hook] = (), evaluate_at_end: bool = True, resume: bool = False,
-          progress: Callable[[Trainer, float, dict | None], None] | None = None,
+def train(config: Config | str | None = None, seed: int | None = None, *, log_dir: str | None = None,
+          resume: bool = False, overwrite: bool = False, print_fn: Callable[[str], None] | None = print,
+          hooks: Sequence[Hook] = (), evaluate_at_end: bool = True, progress: Progress | None = None,
           progress_interval: int = 1000) -> TrainResult:
     """Run a whole training with evaluations every ``config.evaluation_interval`` steps.
 
-    Evaluations happen before the training of steps 0, interval, 2 interval, ... and once more
-    after the last step. Each prints the chapter's lines, is appended to
-    ``log_dir/metrics.jsonl`` (flushed at once) and passed to every hook ``hook(trainer, record)``.
+    ``config``: a Config or a preset name; ``seed`` (default 0): the run's seed. Evaluations happen
+    before the training of steps 0, interval, 2 interval, ... and once more after the last step.
+    Each prints the chapter's lines, is appended to ``log_dir/metrics.jsonl`` (flushed at once)
+    and passed to every hook ``hook(trainer, record)``.
 
-    With ``log_dir``, the run directory holds ``config.json``, ``metrics.jsonl``,
-    ``checkpoints/`` (whole training state every ``config.checkpoint_interval`` steps, the last
-    ``config.keep_checkpoints`` kept, written atomically) and, at the end, ``policy.npz`` (the
-    actor, runnable with NumPy alone: ``memrl.Policy.load``). ``resume=True`` continues from the
-    newest loadable checkpoint in ``log_dir`` bit for bit. ``progress(trainer, elapsed_s,
-    last_record)`` is called every ``progress_interval`` steps.
+    With ``log_dir``, the directory becomes a run directory (:mod:`memrl.run`): ``config.json``,
+    ``metrics.jsonl``, ``checkpoints/`` (the whole training state every
+    ``config.checkpoint_interval`` steps and at the last step, unless the interval is None) and,
+    at the end, ``policy.npz``. A directory that already holds a run is refused unless
+    ``overwrite`` (clears it) or ``resume``.
+
+    ``resume=True`` continues the run in ``log_dir`` from its newest loadable checkpoint, bit for
+    bit (environments that cannot be saved, such as Gymnasium's, are recreated and their
+    interrupted episodes end as truncated). ``config`` may then be None (the saved one) or a
+    configuration differing from the saved one only in ``RESUME_CHANGEABLE`` fields (a longer
+    ``total_steps`` extends a finished run exactly as a longer run would have gone); ``seed``
+    must be None or the saved seed. Raises RunDirectoryError (a ValueError) otherwise.
+
+    ``progress(trainer, training_seconds, last_record)`` is called every ``progress_interval``
+    steps and at the end (``training_seconds`` excludes evaluations).
     """
     from memrl.policy import export_policy
 
-    manager = None
-    records_path = None
-    if log_dir is not None:
-        os.makedirs(log_dir, exist_ok=True)
-        manager = CheckpointManager(os.path.join(log_dir, "checkpoints"), keep=config.keep_checkpoints)
-        records_path = os.path.join(log_dir, "metrics.jsonl")
-    trainer = None
+    run = RunDirectory(log_dir) if log_dir is not None else None
     kept_records: list[dict] = []
-    checkpoints_disabled = None
     if resume:
-        if manager is None:
+        if run is None:
             raise ValueError("resume: needs log_dir (the run directory to continue)")
-        found = manager.load_latest()
-        if found is None:
-            raise CheckpointError(f"resume: no loadable checkpoint in {manager.directory}")
-        path, arrays, meta = found
-        saved = Config.from_dict(meta["config"])
-        # Only the length of the run may change; the replay keeps its capacity.
-        config = saved.replace(total_steps=config.total_steps, replay_capacity=saved.capacity)
-        seed = int(meta["seed"])
+        _, arrays, meta = run.latest_checkpoint()
+        saved, saved_seed, step = Config.from_dict(meta["config"]), int(meta["seed"]), int(meta["step_count"])
+        if seed is not None and seed != saved_seed:
+            raise RunDirectoryError(f"seed: the run in {log_dir!r} has seed {saved_seed}, got {seed}")
+        config = saved if config is None else resume_config(saved, as_config(config), step)
+        seed = saved_seed
         trainer = Trainer(config, seed)
         trainer.load_state_dict(arrays, meta)
-        if os.path.exists(records_path):
-            with open(records_path) as f:
-                kept_records = [r for r in (json.loads(line) for line in f if line.strip())
-                                if r["step"] < trainer.step_count]
+        kept_records = [r for r in run.read_metrics() if r["step"] < trainer.step_count]
     else:
-        trainer = Trainer(config, seed)
-    if manager is not None and config.checkpoint_interval:
-        try:
-            trainer.envs[0].state_dict()
-        except NotImplementedError as exc:
-            checkpoints_disabled = f"checkpoints disabled: {exc}"
-            if print_fn is not None:
-                print_fn(f"memrl: warning: {checkpoints_disabled}")
+        if config is None:
+            raise ValueError("config: expected a Config or a preset name (or resume=True with log_dir)")
+        seed = 0 if seed is None else seed
+        trainer = Trainer(config, seed)  # before touching the directory: a bad setting leaves nothing behind
+        if run is not None:
+            run.prepare_new(overwrite)
+    config = trainer.config
+    manager = None
+    if run is not None:
+        if config.checkpoint_interval is not None:
+            manager = run.checkpoints(config.keep_checkpoints)
+        run.write_config(seed, config.to_dict())
     metrics_file = None
-    if log_dir is not None:
-        with open(os.path.join(log_dir, "config.json"), "w") as f:
-            json.dump({"seed": seed, "config": config.to_dict()}, f, indent=2)
-        metrics_file = open(records_path, "w")
+    if run is not None:
+        metrics_file = open(run.metrics_path, "w")
         for record in kept_records:
             metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
     evaluations = list(kept_records)
     time_offset = kept_records[-1]["elapsed_s"] if kept_records else 0.0
+    eval_offset = time_offset - kept_records[-1].get("train_elapsed_s", time_offset) if kept_records else 0.0
     start = time.perf_counter() - time_offset
-    eval_time = 0.0
+    eval_time = eval_offset
 
     def run_evaluation():
         nonlocal eval_time
@@ -457,27 +581,35 @@ def train(config: Config, seed: int = 0, *, log_dir: str | None = None, print_fn
         for hook in hooks:
             hook(trainer, record)
 
+    def training_seconds():
+        return time.perf_counter() - start - eval_time
+
     try:
         while not trainer.done:
             if trainer.step_count % config.evaluation_interval == 0:
                 run_evaluation()
             trainer.step()
-            if (manager is not None and config.checkpoint_interval and not checkpoints_disabled
-                    and trainer.step_count % config.checkpoint_interval == 0):
+            # The last step's checkpoint comes before the final evaluation, like every other
+            # checkpoint (saved after step s - 1, before the evaluation of step s), so extending a
+            # finished run repeats that evaluation exactly where a longer run would make it.
+            if manager is not None and (trainer.step_count % config.checkpoint_interval == 0 or trainer.done):
                 manager.save(trainer.step_count, *trainer.state_dict())
             if progress is not None and trainer.step_count % progress_interval == 0:
-                progress(trainer, time.perf_counter() - start, evaluations[-1] if evaluations else None)
+                progress(trainer, training_seconds(), evaluations[-1] if evaluations else None)
         if evaluate_at_end and not (evaluations and evaluations[-1]["step"] == trainer.step_count):
             run_evaluation()
-        if log_dir is not None:
-            export_policy(os.path.join(log_dir, "policy.npz"), trainer.agent.actor, action_dim=trainer.action_dim,
+        if run is not None:
+            export_policy(run.policy_path, trainer.agent.actor, action_dim=trainer.action_dim,
                           log_std_min=config.log_std_min, log_std_max=config.log_std_max,
                           memory_reset_interval=config.memory_reset_interval,
-                          meta={"environment": config.environment, "step": trainer.step_count, "seed": seed})
+                          environment=trainer.environment_spec(),
+                          meta={"step": trainer.step_count, "seed": seed, "algorithm": config.algorithm})
     finally:
         if metrics_file is not None:
             metrics_file.close()
     elapsed = time.perf_counter() - start
+    if progress is not None:
+        progress(trainer, training_seconds(), evaluations[-1] if evaluations else None)
     if print_fn is not None:
         print_fn(f"Total time: {elapsed:.1f} s ({config.total_steps / max(elapsed - eval_time, 1e-9):.0f} "
                  f"training steps/s excluding evaluation), peak memory {peak_rss_mb():.1f} MB")

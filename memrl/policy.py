@@ -24,7 +24,8 @@ import numpy as np
 from memrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 POLICY_KIND = "memrl-policy"
-POLICY_VERSION = 1
+POLICY_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no environment record (actions in [-1, 1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,33 +63,74 @@ GATES = {"exact": (sigmoid, np.tanh), "fast": (fast_sigmoid, fast_tanh)}
 
 def export_policy(path: str | os.PathLike, actor, *, action_dim: int, log_std_min: float = -20.0,
                   log_std_max: float = 2.0, memory_reset_interval: int | None = None,
-                  meta: dict | None = None) -> None:
+                  environment: dict | None = None, meta: dict | None = None) -> None:
     """Write ``actor`` (a ``memrl.nn.Sequential`` with output [mean | log-std]) to one file.
 
     ``memory_reset_interval``: wipe each row's GRU state every that many ``act`` calls (RLtools'
-    50-step memory reset), None to keep it until ``reset``. ``meta``: extra JSON stored under
-    ``"user"`` (e.g. the training config and step).
+    50-step memory reset), None to keep it until ``reset``. ``environment``: the environment's
+    name, keywords and spaces (``memrl.loop.environment_spec``), so that ``Policy.act`` returns
+    actions in the environment's units; None means actions in [-1, 1]. ``meta``: extra JSON
+    stored under ``"user"`` (e.g. the training step and seed).
     """
-    layers = actor.config()
     _check_positive_int("action_dim", action_dim)
     if actor.out_dim not in (action_dim, 2 * action_dim):
         raise ValueError(f"actor: expected output dim action_dim = {action_dim} (deterministic, TD3) or "
                          f"2 * action_dim = {2 * action_dim} ([mean | log-std], SAC), got {actor.out_dim}")
+    params = {name: np.array(view) for name, view in actor.named().items()}
+    _write_policy(path, actor.config(), params, action_dim=action_dim, log_std_min=log_std_min,
+                  log_std_max=log_std_max, memory_reset_interval=memory_reset_interval, environment=environment,
+                  meta=meta)
+
+
+def export_from_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> dict:
+    """Write the actor of a training checkpoint (a file, or the newest loadable checkpoint of a
+    run directory) as a policy file at ``path``; returns the checkpoint's meta (``step_count``,
+    ``seed``, ``config``). NumPy only. Raises memrl.run.RunDirectoryError or CheckpointError."""
+    from memrl.run import find_checkpoint
+
+    checkpoint, arrays, meta = find_checkpoint(source)
+    try:
+        layers = meta["architecture"]["networks"]["actor"]
+        flat = arrays["actor/params"]
+        config = meta["config"]
+        action_dim = int(meta["architecture"]["action_dim"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{checkpoint}: no actor in this checkpoint ({type(error).__name__}: {error})") from None
+    params, offset = {}, 0
+    for i, layer in enumerate(layers):
+        for name, shape in _parameter_shapes(layer).items():
+            size = int(np.prod(shape))
+            params[f"{i}.{name}"] = flat[offset:offset + size].reshape(shape).copy()
+            offset += size
+    if offset != flat.size:
+        raise CheckpointError(f"{checkpoint}: actor/params holds {flat.size} values, its layers need {offset}")
+    _write_policy(path, layers, params, action_dim=action_dim, log_std_min=config["log_std_min"],
+                  log_std_max=config["log_std_max"], memory_reset_interval=config["memory_reset_interval"],
+                  environment=meta.get("environment_spec"),
+                  meta={"step": meta["step_count"], "seed": meta["seed"], "algorithm": config["algorithm"],
+                        "checkpoint": os.path.abspath(checkpoint)})
+    return meta
+
+
+def _write_policy(path, layers, params, *, action_dim, log_std_min, log_std_max, memory_reset_interval,
+                  environment, meta) -> None:
     if not log_std_min < log_std_max:
         raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
     if memory_reset_interval is not None:
         _check_positive_int("memory_reset_interval", memory_reset_interval)
-    params = {name: np.array(view) for name, view in actor.named().items()}
     _check_parameters(layers, params)
+    if environment is not None:
+        _check_environment(environment, action_dim)
     policy_meta = {
         "kind": POLICY_KIND,
         "policy_version": POLICY_VERSION,
         "layers": layers,
-        "observation_dim": int(actor.in_dim),
+        "observation_dim": int(layers[0]["in_dim"]),
         "action_dim": int(action_dim),
         "log_std_min": float(log_std_min),
         "log_std_max": float(log_std_max),
         "memory_reset_interval": memory_reset_interval,
+        "environment": environment,
         "user": meta or {},
     }
     save_checkpoint(path, params, policy_meta)
@@ -103,8 +145,21 @@ class Policy:
 
     def __init__(self, layers: list[dict], params: dict[str, np.ndarray], *, action_dim: int,
                  log_std_min: float = -20.0, log_std_max: float = 2.0,
-                 memory_reset_interval: int | None = None, meta: dict | None = None):
+                 memory_reset_interval: int | None = None, environment: dict | None = None,
+                 meta: dict | None = None):
         _check_parameters(layers, params)
+        if environment is not None:
+            _check_environment(environment, action_dim)
+        self.environment = environment
+        """The training environment: ``name``, ``kwargs``, ``observation_shape``, and the action
+        space (``action_shape``, ``action_dtype``, ``action_low``, ``action_high``); None for
+        files written before memrl recorded it (actions then stay in [-1, 1])."""
+        if environment is not None:
+            low = np.asarray(environment["action_low"], np.float64)
+            high = np.asarray(environment["action_high"], np.float64)
+            self._action_map = (low, high, (high - low) / 2.0, (high + low) / 2.0)
+        else:
+            self._action_map = None
         self.layers = layers
         self.params = params
         self.dtype = params["0.W" if layers[0]["type"] == "dense" else "0.W_ih"].dtype
@@ -123,16 +178,34 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Policy":
-        """Read a file written by :func:`export_policy` (CheckpointError if it is not one)."""
-        params, meta = load_checkpoint(path, expect_meta={"kind": POLICY_KIND})
+        """Read a file written by :func:`export_policy` (``policy.npz`` of a run directory).
+
+        Raises CheckpointError if ``path`` is not a policy file, saying what to do when it is a
+        training checkpoint or a run directory (``python -m memrl export PATH -o policy.npz``).
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            inside = os.path.join(path, "policy.npz")
+            hint = f"load {inside!r}, or " if os.path.exists(inside) else ""
+            raise CheckpointError(f"policy {path}: a directory, expected a policy file; {hint}export one from the run's "
+                                  f"newest checkpoint with: python -m memrl export {path} -o policy.npz")
+        params, meta = load_checkpoint(path)
+        if not isinstance(meta, dict) or meta.get("kind") != POLICY_KIND:
+            if isinstance(meta, dict) and "architecture" in meta and "config" in meta:
+                raise CheckpointError(f"policy {path}: a training checkpoint, expected a policy file; export its actor "
+                                      f"with: python -m memrl export {path} -o policy.npz")
+            found = (repr(meta["kind"]) if "kind" in meta else "no such key") if isinstance(meta, dict) \
+                else type(meta).__name__
+            raise CheckpointError(f"policy {path}: meta['kind']: expected {POLICY_KIND!r}, found {found}")
         version = meta.get("policy_version")
-        if version != POLICY_VERSION:
-            raise CheckpointError(f"policy {path}: policy_version: expected {POLICY_VERSION}, found {version!r}")
+        if version not in READABLE_VERSIONS:
+            raise CheckpointError(f"policy {path}: policy_version: expected one of {list(READABLE_VERSIONS)}, "
+                                  f"found {version!r}")
         try:
             return cls(meta["layers"], params, action_dim=meta["action_dim"], log_std_min=meta["log_std_min"],
                        log_std_max=meta["log_std_max"], memory_reset_interval=meta["memory_reset_interval"],
-                       meta=meta.get("user"))
-        except (KeyError, TypeError, ValueError) as error:
+                       environment=meta.get("environment"), meta=meta.get("user"))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             raise CheckpointError(f"policy {path}: inconsistent contents ({type(error).__name__}: {error})") from error
 
     @property
@@ -157,21 +230,36 @@ class Policy:
             h[mask] = 0
         self.steps_since_reset[mask] = 0
 
-    def act(self, observation, noise: np.ndarray | None = None) -> np.ndarray:
-        """Actions for observation (B, O) -> (B, A), or (O,) -> (A,); advances the GRU states.
+    def act(self, observation, noise: np.ndarray | None = None, *, normalized: bool = False) -> np.ndarray:
+        """Actions for a batch of observations, in the environment's units; advances the GRU states.
 
-        Deterministic ``tanh(mean)`` unless ``noise`` (same batch shape as the actions, standard
-        normal) is given: then ``tanh(mean + exp(clip(log_std)) * noise)``, as in training.
-        Observations are cast to the parameters' dtype. Without an earlier ``reset(B)``, the
-        first call starts B episodes; afterwards the batch size must stay B until ``reset``.
+        ``observation``: one observation, shaped as the environment gives it (e.g. (3,) for
+        Pendulum-v1) or flat (O,), or a batch (B, ...) of them. Returns one action shaped as the
+        environment's action space (dtype included), or (B, ...) for a batch: the agent's
+        normalised action ``a`` in [-1, 1] mapped to ``clip(offset + scale * a, low, high)`` with
+        the recorded bounds, exactly as training applied it. ``normalized=True`` returns ``a``
+        itself ((A,) or (B, A), the parameters' dtype); so do files without an environment record.
+
+        Deterministic ``tanh(mean)`` unless ``noise`` (standard normal, one value per action
+        entry, (A,) or (B, A)) is given: then ``tanh(mean + exp(clip(log_std)) * noise)``, as in
+        training. Observations are cast to the parameters' dtype. Without an earlier ``reset(B)``,
+        the first call starts B episodes; afterwards the batch size must stay B until ``reset``.
+        Raises ValueError for shapes, non-finite observations, or noise given to a TD3 policy.
         """
         x = np.asarray(observation)
-        single = x.ndim == 1
+        obs_shape = tuple(self.environment["observation_shape"]) if self.environment else (self.observation_dim,)
+        one = (obs_shape, (self.observation_dim,))
+        single = x.shape in one
         if single:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self.observation_dim:
-            raise ValueError(f"observation: expected shape (B, {self.observation_dim}) or ({self.observation_dim},), "
-                             f"got {np.shape(observation)}")
+            x = x.reshape(1, -1)
+        elif x.ndim >= 2 and x.shape[1:] in one:
+            x = x.reshape(x.shape[0], -1)
+        else:
+            shapes = [obs_shape, ("B", *obs_shape)]
+            if obs_shape != (self.observation_dim,):
+                shapes += [(self.observation_dim,), ("B", self.observation_dim)]
+            listed = " or ".join(str(s).replace("'", "") for s in shapes)
+            raise ValueError(f"observation: expected shape {listed}, got {np.shape(observation)}")
         if x.dtype.kind not in "biuf":
             raise ValueError(f"observation: expected numbers, got dtype {x.dtype}")
         x = x.astype(self.dtype, copy=False)
@@ -201,7 +289,21 @@ class Policy:
         else:
             log_std = np.clip(out[:, A:].astype(np.float64), self.log_std_min, self.log_std_max)
             action = np.tanh(out[:, :A].astype(np.float64) + np.exp(log_std) * noise).astype(self.dtype)
+        if not normalized and self._action_map is not None:
+            action = self.environment_action(action)
         return action[0] if single else action
+
+    def environment_action(self, action: np.ndarray) -> np.ndarray:
+        """Normalised actions (B, A) in [-1, 1] -> (B, *action_shape) in the environment's units and
+        dtype: ``clip(offset + scale * clip(a, -1, 1), low, high)`` in float64 (memrl's Gymnasium
+        adapter applies the same map while training). Identity-shaped without an environment record."""
+        action = np.asarray(action)
+        if self._action_map is None:
+            return action
+        low, high, scale, offset = self._action_map
+        mapped = np.clip(offset + scale * np.clip(action.astype(np.float64), -1.0, 1.0), low, high)
+        env = self.environment
+        return mapped.astype(env["action_dtype"]).reshape((action.shape[0], *env["action_shape"]))
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         """One step through every layer; updates the GRU states in place."""
@@ -276,6 +378,23 @@ def _check_parameters(layers: list[dict], params: dict[str, np.ndarray]) -> None
             raise ValueError(f"params[{name!r}]: expected shape {shape}, got {params[name].shape}")
         if not np.isfinite(params[name]).all():
             raise ValueError(f"params[{name!r}]: expected finite values")
+
+
+def _check_environment(environment, action_dim: int) -> None:
+    """An environment record names its action space consistently with the actor."""
+    if not isinstance(environment, dict):
+        raise ValueError(f"environment: expected a dict, got {type(environment).__name__}")
+    for key in ("observation_shape", "action_shape", "action_dtype", "action_low", "action_high"):
+        if key not in environment:
+            raise ValueError(f"environment[{key!r}]: missing")
+    size = int(np.prod(environment["action_shape"]))
+    if size != action_dim:
+        raise ValueError(f"environment['action_shape']: expected {action_dim} entries, got {environment['action_shape']}")
+    for key in ("action_low", "action_high"):
+        bound = np.asarray(environment[key], np.float64)
+        if bound.shape != (action_dim,) or not np.isfinite(bound).all():
+            raise ValueError(f"environment[{key!r}]: expected {action_dim} finite numbers, got {environment[key]!r}")
+    np.dtype(environment["action_dtype"])
 
 
 def _check_positive_int(name: str, value) -> None:

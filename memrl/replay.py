@@ -221,17 +221,45 @@ class ReplayBuffer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict()`` by copying into the existing arrays (samplers stay valid)."""
-        for key in ("capacity", "observation_dim", "action_dim", "n_streams", "max_episode_length"):
+        """Restore a ``state_dict()`` by copying into the existing arrays (samplers stay valid).
+
+        The saved capacity may differ from this buffer's when no stream ever overwrote a
+        transition (its transitions then sit in ring order at indices 0..n-1 and fit here): the
+        result is the buffer a run with this capacity would hold (how ``--resume --steps``
+        extends a run). Raises ValueError otherwise, or on any other mismatch.
+        """
+        for key in ("observation_dim", "action_dim", "n_streams", "max_episode_length"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"state[{key!r}]: expected {getattr(self, key)!r}, got {state[key]!r}")
+        saved_capacity = state["capacity"]
+        S = self.n_streams
+        per_stream = {"position": (S,), "full": (S,), "episode_length": (S,), "n_added": (S,)}
         for name in _BUFFER_ARRAYS:
             target = getattr(self, name)
+            shape = per_stream.get(name, (S, saved_capacity) + target.shape[2:])
             source = np.asarray(state[name])
-            if source.shape != target.shape:
-                raise ValueError(f"state[{name!r}]: expected shape {target.shape}, got {source.shape}")
+            if source.shape != shape:
+                raise ValueError(f"state[{name!r}]: expected shape {shape}, got {source.shape}")
+        if saved_capacity == self.capacity:
+            for name in _BUFFER_ARRAYS:
+                np.copyto(getattr(self, name), state[name], casting="same_kind")
+            return
+        n_added = np.asarray(state["n_added"])
+        if (n_added > saved_capacity).any() or (n_added > self.capacity).any():
+            raise ValueError(f"state['capacity']: expected {self.capacity}, got {saved_capacity} (a buffer whose "
+                             f"ring wrapped or whose {int(n_added.max())} transitions do not fit cannot change "
+                             f"capacity)")
+        n = int(n_added.max())
         for name in _BUFFER_ARRAYS:
-            np.copyto(getattr(self, name), state[name], casting="same_kind")
+            target = getattr(self, name)
+            if name in per_stream:
+                continue
+            target[...] = 0
+            np.copyto(target[:, :n], np.asarray(state[name])[:, :n], casting="same_kind")
+        self.n_added[...] = n_added
+        self.episode_length[...] = state["episode_length"]
+        self.position[...] = n_added % self.capacity
+        self.full[...] = n_added == self.capacity
 
     def __repr__(self) -> str:
         return (

@@ -184,6 +184,7 @@ class ReplayAgent:
                                              getattr(self, "target_entropy", 0.0), O, A, int(threads),
                                              getattr(self, "target_actor", None))
         self._threads = int(threads)
+        self._actor_batch = actor_batch
 
     def acting(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray, noise: np.ndarray,
                actions: np.ndarray) -> "_sac.Acting":
@@ -331,8 +332,18 @@ class SAC(ReplayAgent):
         if self.config.adaptive_alpha:
             if not math.isfinite(entropy_gap):
                 raise TrainingDiverged(f"alpha: gradient is {entropy_gap}")
-            self.log_alpha.step(entropy_gap)
+            self.log_alpha.step(self.alpha_gradient(entropy_gap, batch))
         return loss
+
+    def alpha_gradient(self, entropy_gap: float, batch) -> float:
+        """d/d log(alpha) from the actor batch's mean entropy gap ``-mean_E log pi - target_entropy``:
+        the gap itself (SAC), or RLtools' ``alpha * |E| * gap / N_r`` with N_r the number of reset
+        flags in the batch (``rltools_alpha_gradient``)."""
+        if not self.config.rltools_alpha_gradient:
+            return entropy_gap
+        L, B = batch.sequence_length, batch.batch_size
+        positions = L * B if self.config.actor_entropy_positions == "all" else int(batch.final.sum())
+        return self.alpha * positions * entropy_gap / int(batch.reset.sum())
 
     # -- fused updates (the fast path) ---------------------------------------------------------
 
@@ -345,7 +356,7 @@ class SAC(ReplayAgent):
             raise TrainingDiverged("actor gradient has non-finite entries")
         self.actor.adam_t += 1
         if self.config.adaptive_alpha:
-            self.log_alpha.step(entropy_gap)
+            self.log_alpha.step(self.alpha_gradient(entropy_gap, self._actor_batch))
         return loss
 
     # -- acting --------------------------------------------------------------------------------

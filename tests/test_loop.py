@@ -104,6 +104,13 @@ def test_memory_reset_interval_wipes_rollout_state(fused):
     ({"tau": float("nan")}, "tau: expected a finite number"),
     ({"threads": 3}, "threads: expected 1 or 2"),
     ({"environment": "cartpole"}, "environment: expected one of"),
+    # replayed histories only: the losses of earlier steps would use re-sampled actions that never happened
+    ({"mask_non_terminal": False}, "mask_non_terminal: expected True"),
+    # a current-step bonus needs the current step in the target window, recurrent or not
+    ({"entropy_bonus_next_step": False, "sampling": {"include_first_step_in_targets": False}},
+     "entropy_bonus_next_step: False"),
+    ({"sequence_length": 1, "actor_num_layers": 3, "critic_num_layers": 3, "entropy_bonus_next_step": False,
+      "sampling": {"include_first_step_in_targets": False}}, "entropy_bonus_next_step: False"),
 ])
 def test_invalid_configurations_raise_before_anything_runs(changes, message):
     cfg = preset("memory-chapter").replace(**changes)
@@ -134,11 +141,14 @@ def test_every_preset_survives_a_dict_round_trip(name):
 
 def test_chapter_preset_has_the_chapters_values():
     cfg = preset("memory-chapter")
-    assert (cfg.sequence_length, cfg.batch_size, cfg.gamma, cfg.total_steps, cfg.capacity) == (50, 4, 0.0, 200000, 200000)
+    assert (cfg.sequence_length, cfg.batch_size, cfg.gamma, cfg.total_steps) == (50, 4, 0.0, 200000)
+    assert cfg.capacity == 200001  # every transition kept, the ring never wraps
     assert (cfg.n_warmup_steps, cfg.n_warmup_steps_critic, cfg.n_warmup_steps_actor) == (1000, 1000, 10000)
     assert (cfg.critic_training_interval, cfg.actor_training_interval, cfg.target_entropy, cfg.alpha) == (1, 2, -4.0, 1.0)
     assert (cfg.actor_optimizer.lr, cfg.critic_optimizer.lr, cfg.alpha_optimizer.lr) == (1e-4, 1e-3, 1e-3)
     assert cfg.actor_optimizer.eps == 1e-7 and not cfg.shared_batch and cfg.mask_non_terminal
+    for opt in (cfg.actor_optimizer, cfg.critic_optimizer, cfg.alpha_optimizer):  # RLtools' EPSILON_SQRT
+        assert (opt.beta1, opt.beta2, opt.eps, opt.v_hat_floor) == (0.9, 0.999, 1e-7, 1e-7)
     s = cfg.sampling
     assert (s.include_first_step_in_targets, s.always_sample_from_initial_state, s.random_seq_length,
             s.enable_nominal_sequence_length_probability, s.nominal_sequence_length_probability) == (
@@ -178,10 +188,10 @@ def test_cli_mistakes_print_one_line_and_exit_2(argv, fragment, capsys):
     {"shared_batch": True},
     {"entropy_bonus_next_step": True, "gamma": 0.9, "sampling": {"include_first_step_in_targets": False}},
     {"actor_entropy_positions": "final", "gru_gates": "exact", "rltools_critic_backward_ignores_resets": True},
-    {"mask_non_terminal": False, "adaptive_alpha": False},
+    {"adaptive_alpha": False, "rltools_alpha_gradient": True},
     {"critic_training_interval": 2, "critic_target_update_interval": 3},
     {"algorithm": "td3", "critic_target_update_interval": 2, "actor_training_interval": 2},
-    {"algorithm": "td3", "mask_non_terminal": False, "ignore_termination": True},
+    {"algorithm": "td3", "ignore_termination": True},
 ])
 def test_compiled_updates_equal_the_reference_bit_for_bit(changes):
     """The fused kernels (1 or 2 threads) reproduce the NumPy reference updates exactly."""
@@ -260,8 +270,8 @@ def test_cli_trains_on_a_gymnasium_environment(tmp_path, capsys):
                  "--log-dir", str(tmp_path), "--set", "evaluation_interval=300", "--set", "n_evaluation_episodes=2",
                  "--set", "batch_size=16", "--quiet"])
     assert code == 0
-    err = capsys.readouterr()
-    assert "checkpoints disabled" in err.out
+    capsys.readouterr()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_000000000300.npz"]  # the final one
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 300] and records[0]["mean_length"] == 200
     assert (tmp_path / "policy.npz").exists()

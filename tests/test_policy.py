@@ -141,7 +141,7 @@ def test_policy_file_holds_the_architecture(tmp_path):
 def test_bad_observations_and_batches_raise_clear_errors(tmp_path):
     export_policy(tmp_path / "p.npz", chapter_actor(), action_dim=1)
     policy = Policy.load(tmp_path / "p.npz")
-    with pytest.raises(ValueError, match=r"observation: expected shape \(B, 1\) or \(1,\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"observation: expected shape \(1,\) or \(B, 1\), got \(2, 3\)"):
         policy.act(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"observation: expected finite values, got nan at index \(1, 0\)"):
         policy.act(np.array([[0.0], [np.nan]]))

@@ -1,0 +1,130 @@
+"""A run directory: what one training run writes to disk, and the rules for reusing one.
+
+``--log-dir DIR`` (``train(..., log_dir=DIR)``) makes ``DIR`` a run directory holding exactly one run:
+
+* ``config.json``: ``{"seed": ..., "config": {...}}``, the run's whole configuration;
+* ``metrics.jsonl``: one JSON object per evaluation (flushed as it is written);
+* ``checkpoints/step_<step>.npz``: the whole training state every ``checkpoint_interval`` steps
+  and at the last step (the newest ``keep_checkpoints`` kept; :mod:`memrl.checkpoint`);
+* ``policy.npz``: the trained actor, runnable with NumPy alone (written when the run finishes;
+  ``python -m memrl export`` makes one from any checkpoint).
+
+Training into a directory that already holds a run is refused (:class:`RunDirectoryError`):
+continue it with ``resume``, or clear it with ``overwrite`` (which removes only the files above).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+POLICY = "policy.npz"
+ARTEFACTS = (CONFIG, METRICS, CHECKPOINTS, POLICY)
+
+
+class RunDirectoryError(ValueError):
+    """A run directory cannot be used as asked (it holds another run, or no run to continue)."""
+
+
+class RunDirectory:
+    """The files of one run under ``path`` (nothing is created until a method writes)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.config_path = os.path.join(self.path, CONFIG)
+        self.metrics_path = os.path.join(self.path, METRICS)
+        self.checkpoints_path = os.path.join(self.path, CHECKPOINTS)
+        self.policy_path = os.path.join(self.path, POLICY)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({self.path!r})"
+
+    def artefacts(self) -> list[str]:
+        """The run files present (names from ``ARTEFACTS``; an empty checkpoints folder does not count)."""
+        found = []
+        for name in ARTEFACTS:
+            full = os.path.join(self.path, name)
+            if name == CHECKPOINTS:
+                if os.path.isdir(full) and os.listdir(full):
+                    found.append(name)
+            elif os.path.exists(full):
+                found.append(name)
+        return found
+
+    def holds_run(self) -> bool:
+        return bool(self.artefacts())
+
+    def prepare_new(self, overwrite: bool = False) -> None:
+        """Make the directory ready for a new run: refuse one that holds a run unless ``overwrite``,
+        in which case the run's files (only those) are removed. Raises RunDirectoryError, OSError."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunDirectoryError(f"log_dir: {self.path!r} is a file, expected a directory")
+        present = self.artefacts() if os.path.isdir(self.path) else []
+        if present and not overwrite:
+            raise RunDirectoryError(
+                f"log_dir: {self.path!r} already holds a run ({', '.join(present)}); continue it with "
+                f"--resume {self.path} (resume=True) or clear it with --overwrite (overwrite=True)")
+        for name in present:
+            full = os.path.join(self.path, name)
+            if os.path.isdir(full):
+                shutil.rmtree(full)
+            else:
+                os.remove(full)
+        os.makedirs(self.path, exist_ok=True)
+        probe = os.path.join(self.path, ".memrl-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+
+    def checkpoints(self, keep: int) -> CheckpointManager:
+        return CheckpointManager(self.checkpoints_path, keep=keep)
+
+    def latest_checkpoint(self) -> tuple[str, dict, dict]:
+        """``(path, arrays, meta)`` of the newest loadable checkpoint; RunDirectoryError if none."""
+        if not os.path.isdir(self.checkpoints_path):
+            raise RunDirectoryError(f"resume: {self.path!r} holds no checkpoints/ folder (not a run directory, "
+                                    f"or a run made with checkpoint_interval=None)")
+        found = CheckpointManager(self.checkpoints_path).load_latest()
+        if found is None:
+            raise RunDirectoryError(f"resume: no loadable checkpoint in {self.checkpoints_path!r}")
+        return found
+
+    def write_config(self, seed: int, config_dict: dict) -> None:
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"seed": seed, "config": config_dict}, f, indent=2)
+        os.replace(tmp, self.config_path)
+
+    def read_metrics(self) -> list[dict]:
+        """The evaluation records written so far (a torn last line, from a kill, is dropped)."""
+        if not os.path.exists(self.metrics_path):
+            return []
+        records = []
+        with open(self.metrics_path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        return records
+
+
+def find_checkpoint(source: str | os.PathLike) -> tuple[str, dict, dict]:
+    """``(path, arrays, meta)`` of a training checkpoint: the file ``source``, or the newest loadable
+    checkpoint of the run directory ``source``. Raises RunDirectoryError / CheckpointError."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        return RunDirectory(source).latest_checkpoint()
+    if not os.path.exists(source):
+        raise RunDirectoryError(f"{source!r}: no such file or run directory")
+    arrays, meta = load_checkpoint(source)
+    if "config" not in meta or "architecture" not in meta:
+        raise CheckpointError(f"{source}: not a training checkpoint (no config or architecture)")
+    return source, arrays, meta
