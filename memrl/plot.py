@@ -51,11 +51,30 @@ def run_label(run_dir: str) -> str:
     return os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
 
 
+def run_labels(run_dirs: list[str]) -> list[str]:
+    """The shortest path suffixes that tell the runs apart: ``expA/seed-1`` and ``expB/seed-1``
+    for those two directories, ``seed-1`` and ``seed-2`` for these."""
+    parts = [os.path.normpath(os.path.abspath(d)).split(os.sep) for d in run_dirs]
+    depth = 1
+    while True:
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels) or all(depth >= len(p) for p in parts):
+            return labels
+        depth += 1
+
+
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": "jpg"}
+
+
 def plot_runs(run_dirs: list[str], output: str) -> None:
-    """Draw the three panels for ``run_dirs`` and save them as a PNG at ``output``."""
+    """Draw the three panels for ``run_dirs`` and save them at ``output``, in the format its
+    extension names (``.png``, ``.pdf``, ``.svg``, ``.jpg``); missing folders are created."""
     if not run_dirs:
         raise ValueError("run_dirs: expected at least one run directory, got none")
-    runs = [(run_label(d), read_metrics(d)) for d in run_dirs]  # fail on bad input before importing
+    extension = os.path.splitext(output)[1].lower()
+    if extension not in FORMATS:
+        raise ValueError(f"output: expected a file name ending in one of {sorted(FORMATS)}, got {output!r}")
+    runs = list(zip(run_labels(run_dirs), [read_metrics(d) for d in run_dirs]))  # fail on bad input first
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -92,7 +111,9 @@ def plot_runs(run_dirs: list[str], output: str) -> None:
     for axes in (by_steps, probe):  # 200000 -> "200k": long tick labels would overlap
         axes.xaxis.set_major_formatter(FuncFormatter(_thousands))
     by_steps.legend(fontsize="small")
-    figure.savefig(output, format="png", dpi=120)
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    figure.savefig(output, format=FORMATS[extension], dpi=120)
 
 
 def _thousands(value, _position=None) -> str:
@@ -103,15 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``<run-dir> [<run-dir> ...] -o curve.png``; errors are one line, exit code 2."""
     parser = argparse.ArgumentParser(prog="python -m memrl.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", metavar="run-dir", help="directory holding metrics.jsonl")
-    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+    parser.add_argument("-o", "--output", required=True, help="image to write (.png, .pdf, .svg or .jpg)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # usage errors (already printed by argparse) and --help
         return int(exit_.code or 0)
     try:
         plot_runs(args.run_dirs, args.output)
-    except (MetricsError, ImportError, OSError) as error:
-        print(f"memrl.plot: error: {error}", file=sys.stderr)
+    except (MetricsError, ValueError, ImportError, OSError) as error:
+        print(f"memrl: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}")
     return 0
