@@ -584,6 +584,8 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
     def training_seconds():
         return time.perf_counter() - start - eval_time
 
+    first_step, first_seconds = trainer.step_count, training_seconds()
+
     try:
         while not trainer.done:
             if trainer.step_count % config.evaluation_interval == 0:
@@ -611,6 +613,6 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
     if progress is not None:
         progress(trainer, training_seconds(), evaluations[-1] if evaluations else None)
     if print_fn is not None:
-        print_fn(f"Total time: {elapsed:.1f} s ({config.total_steps / max(elapsed - eval_time, 1e-9):.0f} "
-                 f"training steps/s excluding evaluation), peak memory {peak_rss_mb():.1f} MB")
+        rate = (trainer.step_count - first_step) / max(training_seconds() - first_seconds, 1e-9)
+        print_fn(f"Total time: {elapsed:.1f} s ({rate:.0f} steps/s training), peak memory {peak_rss_mb():.1f} MB")
     return TrainResult(trainer, evaluations, elapsed)
