@@ -1,7 +1,7 @@
 """Whole models: multi-layer stacks against finite differences; flat buffers and views."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import given, strategies as st
 
 from memrl import testing
 from memrl.nn import Dense, GRU, Sequential, TanhGaussianHead
@@ -10,8 +10,7 @@ from memrl.nn import Dense, GRU, Sequential, TanhGaussianHead
 @given(st.data())
 def test_random_stacks_match_finite_differences(data):
     problem = data.draw(testing.sequence_problems(max_T=5, max_B=3, max_dim=5))
-    layers = data.draw(testing.layer_stacks(problem.x.shape[2], max_layers=4, max_dim=5,
-                                            activations=("identity", "tanh", "sigmoid", "fast_tanh")))
+    layers = data.draw(testing.layer_stacks(problem.x.shape[2], max_layers=4, max_dim=5))  # relu too
     model = Sequential(layers, dtype=np.float64, seed=problem.seed)
     dy = data.draw(testing.float_arrays((problem.T, problem.B, model.out_dim)))
     h0 = [data.draw(testing.float_arrays((problem.B, model.layers[i].hidden_dim))) for i in model.recurrent]
@@ -37,15 +36,13 @@ def test_chapter_actor_with_head_matches_finite_differences(T, B, seed, data):
         return float((a * da).sum() + (logp * dlogp).sum())
 
     params = model.params.copy()
-    loss(params)
     pre = model.forward(x, reset).reshape(T * B, 2)
-    assume(np.all(np.abs(pre[:, 1] - 2.0) > 1e-3) and np.all(np.abs(pre[:, 1] + 20.0) > 1e-3))
     head.forward(np.ascontiguousarray(pre), eps)
     dpre = head.backward(da, dlogp)
     model.zero_grad()
     model.backward(dpre.reshape(T, B, 2).copy())
-    numeric = testing.numerical_gradient(loss, params.copy())
-    testing.assert_gradient_close(model.grads, numeric, name="actor params")
+    # The log-std clip at [-20, 2] is a kink; check_gradient handles one inside the stencil.
+    testing.check_gradient(loss, params.copy(), model.grads.copy(), name="actor params")
 
 
 def test_parameters_are_views_of_one_buffer():
