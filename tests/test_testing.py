@@ -180,7 +180,8 @@ def test_a_wrong_gradient_at_a_kink_is_still_reported():
     straddling, _ = testing._stencil(relu_sum, v, v, 0, 1e-4, "backward")
     # backward points 3e-5 - k 1e-4, k = 0..4: only k = 0 is on the active side
     assert straddling == pytest.approx(25 * 3e-5 / (12 * 1e-4), abs=1e-10)  # 0.625
-    with pytest.raises(AssertionError, match=r"relu: analytic 0\.625\d* vs finite difference 0\.675\d* at index \(0,\)"):
+    with pytest.raises(AssertionError,
+                       match=r"relu: analytic 0\.625\d* vs finite difference 0\.675\d* at index \(0,\)"):
         testing.check_gradient(relu_sum, v, np.array([straddling, 1.0]), name="relu")
     with pytest.raises(AssertionError, match=r"relu: analytic 0\.99 vs finite difference 0\.675\d* at index \(0,\)"):
         testing.check_gradient(relu_sum, v, np.array([0.99, 1.0]), name="relu")

@@ -66,7 +66,10 @@ def test_gru_with_resets_matches_torch_run_episode_by_episode(shape, seed, data)
         starts = [0] + [t for t in range(1, T) if reset[t, b]] + [T]
         pieces = []
         for k, (s, e) in enumerate(zip(starts, starts[1:])):
-            start_state = th0[b][None, None] if (k == 0 and not reset[0, b]) else torch.zeros(1, 1, H, dtype=torch.float64)
+            if k == 0 and not reset[0, b]:
+                start_state = th0[b][None, None]
+            else:
+                start_state = torch.zeros(1, 1, H, dtype=torch.float64)
             out, _ = ref(tx[s:e, b:b + 1], start_state)
             pieces.append(out)
         rows.append(torch.cat(pieces))
