@@ -7,12 +7,19 @@ A checkpoint is an uncompressed ``.npz`` (a zip of ``.npy`` files): one entry pe
      "meta": {...},                                        # the caller's JSON (config, step, ...)
      "arrays": {"0.W": {"dtype": "<f4", "shape": [16, 1], "sha256": "..."}, ...}}
 
-Loading reads with ``allow_pickle=False`` (object arrays are refused, nothing is unpickled) and
-checks every array against the manifest (dtype, shape, SHA-256 of its C-order bytes), so a
-truncated, corrupted or mixed-up file raises :class:`CheckpointError` instead of loading wrong
-numbers. Saving writes a temporary file in the target directory, fsyncs it, renames it over the
-target (``os.replace``, atomic on POSIX) and fsyncs the directory: a process killed while saving
-leaves either the previous complete file or the new complete file at ``path``, never a mix.
+Loading never unpickles (object arrays are refused) and trusts nothing before checking it: the
+zip directory (stored entries only, no duplicate names, sizes within the file), each entry's
+``.npy`` header (plain dtypes, C order, a shape whose byte count is exactly the entry's data,
+dtype and shape equal to the manifest's) before any array is allocated, then the zip CRC-32
+and the SHA-256 of the C-order bytes recorded in the manifest. So a truncated, corrupted or
+mixed-up file raises :class:`CheckpointError` (naming the file) instead of loading wrong
+numbers, crashing with another exception, allocating memory its size cannot justify, or
+hanging; a corruption that loads (e.g. a flipped bit in a zip timestamp) loads exactly the
+saved arrays and meta (tests/test_corruption.py).
+
+Saving writes a temporary file in the target directory, fsyncs it, renames it over the target
+(``os.replace``, atomic on POSIX) and fsyncs the directory: a process killed while saving leaves
+either the previous complete file or the new complete file at ``path``, never a mix.
 
 ``meta`` comes back as JSON gives it: tuples become lists and dict keys become strings.
 """
@@ -22,6 +29,8 @@ import hashlib
 import json
 import os
 import re
+import stat
+import struct
 import tempfile
 import zipfile
 
@@ -32,6 +41,9 @@ FORMAT_VERSION = 1
 MANIFEST_KEY = "__manifest__"
 # Plain numbers, booleans and fixed-width strings; never objects or structured records.
 ALLOWED_DTYPE_KINDS = "biufcUSmM"
+NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER = 65535   # bytes; memrl's headers are under 200
+READ_CHUNK = 1 << 20     # bytes read from an entry at a time
 
 
 class CheckpointError(ValueError):
@@ -43,9 +55,14 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write ``arrays`` and the JSON-serialisable ``meta`` to ``path`` atomically (see module doc)."""
+    """Write ``arrays`` and the JSON-serialisable dict ``meta`` to ``path`` atomically (see module doc).
+
+    Raises TypeError/ValueError naming ``arrays[name]`` or ``meta`` for values it cannot store.
+    """
     path = os.fspath(path)
     checked = _check_arrays(arrays)
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta: expected a dict (a JSON object), got {type(meta).__name__}")
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -81,39 +98,51 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
 
 def load_checkpoint(path: str | os.PathLike, *, expect_meta: dict | None = None
                     ) -> tuple[dict[str, np.ndarray], dict]:
-    """Read and verify a checkpoint; returns ``(arrays, meta)``.
+    """Read and verify a checkpoint; returns ``(arrays, meta)`` (``meta`` a dict).
 
-    Raises :class:`CheckpointError` naming what does not match: an unreadable or truncated file,
-    a format name or version other than this module's, an array whose dtype, shape or checksum
-    differs from the manifest, a missing or extra array, or (``expect_meta``) a meta key whose
-    value differs from the expected one. A missing file raises ``FileNotFoundError``.
+    Raises :class:`CheckpointError`, with a message that starts ``checkpoint <path>:`` and says
+    what does not match, for anything at ``path`` that is not an intact checkpoint: a directory
+    or other non-regular file, an empty, truncated or corrupted file, a damaged zip directory or
+    ``.npy`` header, a manifest that is not the expected JSON (format name and version, an
+    ``arrays`` object describing each array's dtype, shape and SHA-256, a ``meta`` object), an
+    array whose dtype, shape or checksum differs from the manifest, a missing, extra or
+    duplicated entry, or (``expect_meta``) a meta key whose value differs from the expected one.
+    A path that does not exist raises ``FileNotFoundError`` (nothing there, as opposed to
+    something broken; :class:`CheckpointManager` and resuming tell the two apart).
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":  # what np.load takes for an .npz; anything else is not a checkpoint
-        raise CheckpointError(f"checkpoint {path}: expected an .npz (zip) archive, found a file starting {magic!r}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            names = set(npz.files)
-            if MANIFEST_KEY not in names:
-                raise CheckpointError(f"checkpoint {path}: no {MANIFEST_KEY} entry (not a memrl checkpoint)")
-            manifest = _parse_manifest(path, npz[MANIFEST_KEY])
-            described = manifest["arrays"]
-            stored = names - {MANIFEST_KEY}
-            if stored != set(described):
-                missing, extra = sorted(set(described) - stored), sorted(stored - set(described))
-                raise CheckpointError(f"checkpoint {path}: arrays do not match the manifest "
-                                      f"(missing {missing}, unlisted {extra})")
-            arrays = {}
-            for name, expected in described.items():
-                arrays[name] = _verified(path, name, npz[name], expected)
-    except CheckpointError:
+        # O_NONBLOCK: opening a FIFO placed at the path must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path}: expected a checkpoint file, found a directory") from None
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path}: cannot be opened ({type(error).__name__}: {error})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise CheckpointError(f"checkpoint {path}: expected a checkpoint file, found a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"checkpoint {path}: expected a regular file, found another kind of file")
+    except BaseException:
+        os.close(fd)
         raise
-    except Exception as error:  # zipfile.BadZipFile, EOFError, OSError, ValueError from a damaged entry
-        raise CheckpointError(f"checkpoint {path}: unreadable or corrupted ({type(error).__name__}: {error})") from error
+    size = info.st_size
+    with os.fdopen(fd, "rb") as f:
+        try:
+            magic = f.read(4)
+            if magic != b"PK\x03\x04":  # what a zip starts with; anything else is not a checkpoint
+                raise CheckpointError(f"checkpoint {path}: expected an .npz (zip) archive, "
+                                      f"found a file starting {magic!r}")
+            f.seek(0)
+            arrays, manifest = _read_archive(path, f, size)
+        except CheckpointError:
+            raise
+        except Exception as error:  # zipfile.BadZipFile (CRC), EOFError, OSError, ValueError, ...
+            raise CheckpointError(f"checkpoint {path}: unreadable or corrupted "
+                                  f"({type(error).__name__}: {error})") from error
     meta = manifest["meta"]
     if expect_meta is not None:
         _check_expected_meta(path, meta, expect_meta)
@@ -226,37 +255,167 @@ def _write_entry(archive: zipfile.ZipFile, name: str, a: np.ndarray) -> None:
         np.lib.format.write_array(entry, a, allow_pickle=False)
 
 
+def _read_archive(path: str, f, size: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and manifest of the zip open in ``f`` (``size`` bytes), every layer checked."""
+    with zipfile.ZipFile(f) as archive:
+        entries: dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            where = f"checkpoint {path}: zip entry {info.filename!r}"
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"{where}: expected a .npy entry")
+            name = info.filename[:-len(".npy")]
+            if name in entries:
+                raise CheckpointError(f"{where}: appears more than once")
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                raise CheckpointError(f"{where}: expected a stored (uncompressed, unencrypted) entry, found "
+                                      f"compression method {info.compress_type}, flags {info.flag_bits:#x}")
+            if info.file_size != info.compress_size or info.file_size > size:
+                raise CheckpointError(f"{where}: declares {info.file_size} bytes ({info.compress_size} stored) "
+                                      f"in a file of {size} bytes")
+            entries[name] = info
+        if MANIFEST_KEY not in entries:
+            raise CheckpointError(f"checkpoint {path}: no {MANIFEST_KEY} entry (not a memrl checkpoint)")
+        raw = _read_npy(path, archive, entries[MANIFEST_KEY], MANIFEST_KEY, None)
+        manifest = _parse_manifest(path, raw)
+        described = manifest["arrays"]
+        stored = set(entries) - {MANIFEST_KEY}
+        if stored != set(described):
+            missing, extra = sorted(set(described) - stored), sorted(stored - set(described))
+            raise CheckpointError(f"checkpoint {path}: arrays do not match the manifest "
+                                  f"(missing {missing}, unlisted {extra})")
+        arrays = {name: _read_npy(path, archive, entries[name], name, expected)
+                  for name, expected in described.items()}
+    return arrays, manifest
+
+
+def _read_npy(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
+              expected: dict | None) -> np.ndarray:
+    """One ``.npy`` entry, checked against ``expected`` (the manifest's description; None for the
+    manifest itself, which must be 1-D uint8) before its data is allocated and read."""
+    where = f"checkpoint {path}: " + ("manifest" if expected is None else f"array {name!r}")
+    with archive.open(info) as entry:
+        head = entry.read(len(NPY_MAGIC) + 2)
+        if len(head) != len(NPY_MAGIC) + 2 or head[:len(NPY_MAGIC)] != NPY_MAGIC:
+            raise CheckpointError(f"{where}: expected a .npy header, found {head!r}")
+        version = (head[-2], head[-1])
+        if version not in ((1, 0), (2, 0)):
+            raise CheckpointError(f"{where}: .npy format version {version} (memrl writes 1.0 or 2.0)")
+        length_format = "<H" if version == (1, 0) else "<I"
+        raw_length = entry.read(struct.calcsize(length_format))
+        if len(raw_length) != struct.calcsize(length_format):
+            raise CheckpointError(f"{where}: .npy header truncated")
+        header_length = struct.unpack(length_format, raw_length)[0]
+        header_end = len(head) + len(raw_length) + header_length
+        if header_length > MAX_NPY_HEADER or header_end > info.file_size:
+            raise CheckpointError(f"{where}: .npy header of {header_length} bytes in an entry of "
+                                  f"{info.file_size} bytes")
+        header = entry.read(header_length)
+        if len(header) != header_length:
+            raise CheckpointError(f"{where}: .npy header truncated")
+        dtype, shape = _parse_npy_header(where, header)
+        if expected is None:
+            if dtype != np.uint8 or len(shape) != 1:
+                raise CheckpointError(f"{where}: expected a 1-D uint8 array, got {dtype} {shape}")
+        else:
+            if dtype.str != expected["dtype"]:
+                raise CheckpointError(f"{where}: dtype: expected {expected['dtype']!r}, found {dtype.str!r}")
+            if list(shape) != expected["shape"]:
+                raise CheckpointError(f"{where}: shape: expected {tuple(expected['shape'])}, found {shape}")
+        nbytes = dtype.itemsize
+        for n in shape:
+            nbytes *= n
+        if header_end + nbytes != info.file_size:  # also bounds the allocation by the file's size
+            raise CheckpointError(f"{where}: header declares {nbytes} data bytes, the entry holds "
+                                  f"{info.file_size - header_end}")
+        array = np.empty(shape, dtype)
+        buffer = array.reshape(-1).view(np.uint8) if nbytes else None
+        position = 0
+        while position < nbytes:
+            chunk = entry.read(min(READ_CHUNK, nbytes - position))
+            if not chunk:
+                raise CheckpointError(f"{where}: data truncated after {position} of {nbytes} bytes")
+            buffer[position:position + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            position += len(chunk)
+        if entry.read(1):  # reading to the end also makes zipfile compare the CRC-32
+            raise CheckpointError(f"{where}: data continues past the {nbytes} bytes its header declares")
+    if expected is not None:
+        digest = _sha256(array)
+        if digest != expected["sha256"]:
+            raise CheckpointError(f"{where}: sha256: expected {expected['sha256']}, found {digest} (data corrupted)")
+    return array
+
+
+# The header numpy's write_array produces: "{'descr': '<f4', 'fortran_order': False, 'shape': (16, 1), }"
+# padded with spaces and a newline. Parsed by this pattern rather than evaluated.
+_NPY_HEADER = re.compile(r"\{'descr': '([^'\\]*)', 'fortran_order': (False|True), 'shape': \(([0-9, ]*)\), \} *\n",
+                         re.ASCII)
+_NPY_SHAPE = re.compile(r"|[0-9]+,|[0-9]+(, [0-9]+)+", re.ASCII)
+
+
+def _parse_npy_header(where: str, header: bytes) -> tuple[np.dtype, tuple[int, ...]]:
+    """dtype and shape of a ``.npy`` header as numpy writes it; only plain C-order arrays."""
+    match = _NPY_HEADER.fullmatch(header.decode("latin1"))
+    if match is None or _NPY_SHAPE.fullmatch(match.group(3)) is None:
+        raise CheckpointError(f"{where}: .npy header is not numpy's dict of descr, fortran_order and shape: "
+                              f"{header[:120]!r}")
+    descr, fortran_order, shape_text = match.groups()
+    dtype = _plain_dtype(where, descr)
+    if fortran_order != "False":
+        raise CheckpointError(f"{where}: .npy header: expected fortran_order False (memrl writes C order), "
+                              f"got {fortran_order}")
+    shape = tuple(int(n) for n in shape_text.split(",") if n.strip())
+    return dtype, shape
+
+
+def _plain_dtype(where: str, descr: str) -> np.dtype:
+    try:
+        dtype = np.dtype(descr)
+    except Exception:  # TypeError, ValueError, ... for strings that name no dtype
+        raise CheckpointError(f"{where}: dtype {descr!r:.100} is not a NumPy dtype") from None
+    if dtype.kind == "O":
+        raise CheckpointError(f"{where}: dtype {descr!r}: object arrays would need pickle, which is never used")
+    if dtype.kind not in ALLOWED_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise CheckpointError(f"{where}: dtype {descr!r}: expected a numeric, boolean or string dtype")
+    return dtype
+
+
+def _is_count(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
+
+
 def _parse_manifest(path: str, raw: np.ndarray) -> dict:
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"checkpoint {path}: manifest: expected a 1-D uint8 array, got {raw.dtype} {raw.shape}")
+    """The manifest's JSON, with every field the loader relies on checked for its type."""
+    where = f"checkpoint {path}: manifest"
     try:
         manifest = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"checkpoint {path}: manifest is not valid JSON ({error})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{where} is not valid JSON ({type(error).__name__}: {error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CheckpointError(f"checkpoint {path}: format: expected {FORMAT_NAME!r}, found {found!r}")
+        raise CheckpointError(f"checkpoint {path}: format: expected {FORMAT_NAME!r}, found {found!r:.200}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path}: format_version: expected {FORMAT_VERSION}, found {version!r} "
-                              f"(written by memrl {manifest.get('memrl_version')!r})")
-    if not isinstance(manifest.get("arrays"), dict) or "meta" not in manifest:
-        raise CheckpointError(f"checkpoint {path}: manifest: expected 'arrays' and 'meta' entries")
+    if not _is_count(version) or version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: format_version: expected {FORMAT_VERSION}, found {version!r:.100} "
+                              f"(written by memrl {manifest.get('memrl_version')!r:.100})")
+    described = manifest.get("arrays")
+    if not isinstance(described, dict) or not isinstance(manifest.get("meta"), dict):
+        raise CheckpointError(f"{where}: expected an 'arrays' object and a 'meta' object, found "
+                              f"{type(described).__name__} and {type(manifest.get('meta')).__name__}")
+    for name, entry in described.items():
+        at = f"{where}: arrays[{name!r:.100}]"
+        if not name or name == MANIFEST_KEY:
+            raise CheckpointError(f"{at}: expected a non-empty name other than {MANIFEST_KEY!r}")
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{at}: expected an object, found {type(entry).__name__}")
+        dtype, shape, digest = entry.get("dtype"), entry.get("shape"), entry.get("sha256")
+        if not isinstance(dtype, str):
+            raise CheckpointError(f"{at}.dtype: expected a dtype string, found {dtype!r:.100}")
+        _plain_dtype(at, dtype)
+        if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+            raise CheckpointError(f"{at}.shape: expected a list of non-negative integers, found {shape!r:.100}")
+        if not isinstance(digest, str) or not re.fullmatch("[0-9a-f]{64}", digest):
+            raise CheckpointError(f"{at}.sha256: expected 64 hexadecimal digits, found {digest!r:.100}")
     return manifest
-
-
-def _verified(path: str, name: str, a: np.ndarray, expected: dict) -> np.ndarray:
-    where = f"checkpoint {path}: array {name!r}"
-    if not isinstance(expected, dict):
-        raise CheckpointError(f"{where}: manifest entry is not an object")
-    if a.dtype.str != expected.get("dtype"):
-        raise CheckpointError(f"{where}: dtype: expected {expected.get('dtype')!r}, found {a.dtype.str!r}")
-    if list(a.shape) != expected.get("shape"):
-        raise CheckpointError(f"{where}: shape: expected {tuple(expected.get('shape') or ())}, found {a.shape}")
-    digest = _sha256(a)
-    if digest != expected.get("sha256"):
-        raise CheckpointError(f"{where}: sha256: expected {expected.get('sha256')}, found {digest} (data corrupted)")
-    return a
 
 
 def _check_expected_meta(path: str, meta, expect_meta: dict) -> None:

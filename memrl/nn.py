@@ -208,7 +208,12 @@ class Sequential:
 
     ``params``, ``grads``, ``adam_m`` and ``adam_v`` are contiguous 1-D arrays; ``named()`` gives
     views ("0.W", "1.W_ih", ...). ``grads`` accumulate across backward calls until
-    ``zero_grad()``. Recurrent layers start from zeros unless ``h0`` is given.
+    ``zero_grad()``.
+
+    Recurrent state has one meaning in ``forward``, ``step`` and the exported NumPy
+    :class:`memrl.policy.Policy`: a reset means "a new episode starts here", and a row that
+    resets at step t enters step t from the ZERO state. ``h0`` (``forward`` only) is the state
+    before step 0 (zeros if not given); it is never used again after step 0.
     """
 
     def __init__(self, layers: Sequence[Layer], *, dtype=np.float32, seed: int | None = 0):
@@ -312,9 +317,15 @@ class Sequential:
                 h0: Sequence[np.ndarray | None] | None = None, *, check: bool = True) -> np.ndarray:
         """Run ``x`` (T, B, in_dim) through every layer; returns (T, B, out_dim).
 
-        ``reset`` (T, B) bool/uint8: sample b restarts every recurrent layer from its initial state
-        at step t (step 0 always does). ``h0``: one (B, H) initial state per recurrent layer
-        (None = zeros). ``check=False`` skips the finiteness scan, not the shape and dtype checks.
+        ``reset`` (T, B) bool/uint8: where ``reset[t, b]`` is true a new episode starts at step t
+        in sample b, and every recurrent layer enters step t from zeros (at t = 0 too).
+        ``h0``: a list with one (B, H) array (dtype of the model) or None per recurrent layer:
+        the state before step 0 (None = zeros), used by the rows that do not reset at step 0
+        and never after. ``forward(x, reset, h0)`` equals a loop of :meth:`step` over t from a
+        copy of ``h0`` with ``reset[t]``. After ``backward``, :meth:`initial_state_grads` gives
+        dL/dh0: it flows only through step 0's row (exactly zero for rows with ``reset[0, b]``),
+        never through a later reset. ``check=False`` skips the finiteness scan, not the shape and
+        dtype checks. Raises TypeError/ValueError naming ``x``, ``reset`` or ``h0[k]``.
         """
         if check:
             check_array("x", x, self.dtype, (None, None, self.in_dim))
@@ -350,7 +361,11 @@ class Sequential:
         return ws.dx if need_dx else None
 
     def initial_state_grads(self, T: int, B: int) -> list[np.ndarray]:
-        """dL/dh0 (B, H) of each recurrent layer from the last backward with shape (T, B)."""
+        """dL/dh0 (B, H) of each recurrent layer from the last backward with shape (T, B).
+
+        Only step 0's starting state depends on h0, so rows that reset at step 0 get exactly 0.
+        Workspace arrays: overwritten by the next backward of that shape.
+        """
         ws = self._workspaces[(T, B)]
         return [ws.layers[i]["dh0"] for i in self.recurrent]
 
@@ -373,8 +388,10 @@ class Sequential:
              *, check: bool = True) -> np.ndarray:
         """Advance carried ``state`` (in place) by one step of x (B, in_dim); returns (B, out_dim).
 
-        Rows where ``reset`` (B,) is true restart from zeros first. Equal to ``forward`` over the
-        same inputs, one step at a time.
+        Rows where ``reset`` (B,) is true start a new episode: their states are zeroed first.
+        A loop of ``step`` over t from a copy of ``h0``, passing ``reset[t]``, gives the outputs of
+        ``forward(x, reset, h0)`` (same semantics, up to the last bit of rounding: the two paths
+        order their products differently).
         """
         if check:
             check_array("x", x, self.dtype, (None, self.in_dim))

@@ -12,7 +12,10 @@ def fast_tanh(v):
 
 
 def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, reset=None, gates="exact"):
-    """x (T, B, I), h0 (B, H) -> h (T, B, H); reset (T, B) restarts rows from h0."""
+    """x (T, B, I), h0 (B, H) -> h (T, B, H).
+
+    h0 is the state before step 0; a row with reset[t, b] enters step t from zeros (t = 0 too).
+    """
     T = x.shape[0]
     H = W_hh.shape[1]
     sig = sigmoid if gates == "exact" else (lambda v: 0.5 * fast_tanh(0.5 * v) + 0.5)
@@ -20,10 +23,8 @@ def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh, reset=None, gates="exact"):
     out = []
     h = h0
     for t in range(T):
-        if t == 0:
-            h = h0
-        elif reset is not None:
-            h = np.where(reset[t][:, None].astype(bool), h0, h)
+        if reset is not None:
+            h = np.where(reset[t][:, None].astype(bool), 0.0, h)
         gi = x[t] @ W_ih.T + b_ih
         gh = h @ W_hh.T + b_hh
         r = sig(gi[:, :H] + gh[:, :H])

@@ -193,9 +193,51 @@ def test_invalid_inputs_to_save(tmp_path):
         save_checkpoint(tmp_path / "x.npz", {MANIFEST_KEY: np.zeros(2)}, {})
     with pytest.raises(TypeError, match=r"arrays\['a'\]: expected a numpy.ndarray, got list"):
         save_checkpoint(tmp_path / "x.npz", {"a": [1, 2]}, {})
+    with pytest.raises(TypeError, match="meta: expected a dict"):
+        save_checkpoint(tmp_path / "x.npz", {"a": np.zeros(2)}, [1, 2])
     assert os.listdir(tmp_path) == []  # nothing written, no temporary file left
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path / 'missing.npz'}: no such file"):
         load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_manifest_fields_of_the_wrong_type_are_refused(tmp_path):
+    """Found by tests/test_corruption.py: a manifest with "meta": null used to load (meta None)."""
+    path = tmp_path / "ckpt.npz"
+    cases = [(lambda m: m.update(meta=None), r"manifest: expected an 'arrays' object and a 'meta' object, "
+                                             r"found dict and NoneType"),
+             (lambda m: m.update(format_version=True), "format_version: expected 1, found True"),
+             (lambda m: m["arrays"]["a"].update(shape=[-2]), r"arrays\['a'\]\.shape: expected a list of non-negative"),
+             (lambda m: m["arrays"]["a"].update(shape="2"), r"arrays\['a'\]\.shape: expected a list of non-negative"),
+             (lambda m: m["arrays"]["a"].update(dtype=8), r"arrays\['a'\]\.dtype: expected a dtype string"),
+             (lambda m: m["arrays"]["a"].update(sha256=None), r"arrays\['a'\]\.sha256: expected 64 hexadecimal")]
+    for change, message in cases:
+        save_checkpoint(path, {"a": np.zeros(2)}, {"step": 1})
+        rewrite(path, manifest=change)
+        with pytest.raises(CheckpointError, match=f"checkpoint {path}: .*{message}"):
+            load_checkpoint(path)
+
+
+def test_directory_compressed_and_duplicate_entries_are_refused(tmp_path):
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(CheckpointError, match="expected a checkpoint file, found a directory"):
+        load_checkpoint(tmp_path / "dir.npz")
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, {"a": np.arange(5.0)}, {})
+    with zipfile.ZipFile(path) as archive:
+        entries = [(i.filename, archive.read(i)) for i in archive.infolist()]
+    compressed = tmp_path / "compressed.npz"
+    with zipfile.ZipFile(compressed, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, payload in entries:
+            archive.writestr(name, payload)
+    with pytest.raises(CheckpointError, match=r"zip entry '__manifest__.npy': expected a stored \(uncompressed"):
+        load_checkpoint(compressed)
+    duplicated = tmp_path / "duplicated.npz"
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(duplicated, "w") as archive:
+            for name, payload in entries + entries[1:]:
+                archive.writestr(name, payload)
+    with pytest.raises(CheckpointError, match=r"zip entry 'a.npy': appears more than once"):
+        load_checkpoint(duplicated)
 
 
 def test_sigkill_while_saving_leaves_one_complete_version(tmp_path):

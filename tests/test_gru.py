@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from memrl import testing
 from memrl._core import _blas
-from memrl.nn import GRU, Sequential
+from memrl.nn import GRU, Dense, Sequential
 from gru_reference import gru_forward
 
 GATES = ["exact", "fast"]
@@ -120,15 +120,93 @@ def check_packed_equals_separate(n_seq, length, H, gates, seed, exact):
     np.testing.assert_allclose(model.grads, separate_grads, rtol=1e-12, atol=1e-13)
 
 
-@given(gru_cases())
-def test_step_mode_equals_full_sequence(c):
+@given(gru_cases(), st.booleans())
+def test_step_mode_equals_full_sequence(c, with_h0):
+    """A loop of step from a copy of h0, passing reset[t] (step 0 included), is forward."""
     model = Sequential([GRU(c["I"], c["H"], c["gates"]), GRU(c["H"], 3, c["gates"])], dtype=np.float64, seed=c["seed"])
-    y = model.forward(c["x"], c["reset"]).copy()
-    state = model.initial_state(c["B"])
+    h0 = [c["h0"], np.linspace(-1, 1, 3 * c["B"]).reshape(c["B"], 3)] if with_h0 else None
+    y = model.forward(c["x"], c["reset"], h0).copy()
+    state = [h.copy() for h in h0] if with_h0 else model.initial_state(c["B"])
     for t in range(c["T"]):
-        reset = c["reset"][t] if t > 0 else np.ones(c["B"], bool)
-        out = model.step(np.ascontiguousarray(c["x"][t]), state, reset)
-        np.testing.assert_allclose(out, y[t], rtol=1e-12, atol=1e-13)
+        out = model.step(np.ascontiguousarray(c["x"][t]), state, np.ascontiguousarray(c["reset"][t]))
+        np.testing.assert_allclose(out, y[t], rtol=0, atol=1e-12)
+
+
+def test_reset_restarts_from_zero_not_from_h0_issue_case():
+    """The reported case: Dense(2,6,tanh)-GRU(6,6)-Dense(6,1), T=8, B=1, random h0, reset[4].
+
+    Before the fix forward restarted step 4 from h0 and step() from zeros (outputs differed by
+    0.041 from step 4 on). Expected now: steps 4..7 are exactly a fresh episode on x[4:] (zero
+    state), steps 0..3 are those of the run without the reset, and the step loop agrees.
+    """
+    model = Sequential([Dense(2, 6, "tanh"), GRU(6, 6), Dense(6, 1)], dtype=np.float64, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 1, 2))
+    h0 = [rng.standard_normal((1, 6))]
+    reset = np.zeros((8, 1), bool)
+    reset[4] = True
+    y = model.forward(x, reset, h0).copy()
+    no_reset = model.forward(x, None, h0).copy()
+    fresh = model.forward(np.ascontiguousarray(x[4:])).copy()
+    np.testing.assert_array_equal(y[:4], no_reset[:4])
+    np.testing.assert_array_equal(y[4:], fresh)
+    assert np.abs(y[4:] - no_reset[4:]).max() > 1e-3  # the reset does change something
+    # Restarting from h0 (the old semantics) would give these; they must differ from y[4:].
+    from_h0 = model.forward(np.ascontiguousarray(x[4:]), None, h0).copy()
+    assert np.abs(y[4:] - from_h0).max() > 1e-3
+    state = [h0[0].copy()]
+    for t in range(8):
+        out = model.step(np.ascontiguousarray(x[t]), state, np.ascontiguousarray(reset[t]))
+        np.testing.assert_allclose(out, y[t], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("gates", GATES)
+def test_no_gradient_reaches_h0_through_a_later_reset(gates):
+    """dy only after a reset at step 3 in every row: dL/dh0 is exactly zero (finite differences too)."""
+    T, B, I, H = 6, 3, 2, 4
+    model = gru_model(I, H, gates, 5)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((B, H))
+    dy = rng.standard_normal((T, B, H))
+    dy[:3] = 0.0
+    reset = np.zeros((T, B), bool)
+    reset[3] = True
+    model.zero_grad()
+    model.forward(x, reset, [h0])
+    model.backward(dy)
+    dh0 = model.initial_state_grads(T, B)[0]
+    assert np.all(dh0 == 0.0), dh0
+    errors = testing.check_model_gradients(model, x, dy, reset=reset, h0=[h0], atol=1e-9)
+    assert errors["h0[0]"] <= 1e-9
+    # Without the reset the same dy does reach h0.
+    model.forward(x, None, [h0])
+    model.backward(dy)
+    assert np.abs(model.initial_state_grads(T, B)[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("gates", GATES)
+def test_reset_at_step_0_ignores_h0_and_gets_zero_gradient(gates):
+    """Rows with reset[0] start from zeros whatever h0 holds; their dL/dh0 rows are exactly 0."""
+    T, B, I, H = 5, 3, 2, 4
+    model = gru_model(I, H, gates, 9)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((B, H))
+    dy = rng.standard_normal((T, B, H))
+    reset = np.zeros((T, B), bool)
+    reset[0, 1] = True
+    reset[3, 2] = True
+    y = model.forward(x, reset, [h0]).copy()
+    y_zero_row = model.forward(x, reset, [np.where(reset[0][:, None], 0.0, h0)]).copy()
+    np.testing.assert_array_equal(y, y_zero_row)
+    model.forward(x, reset, [h0])
+    model.zero_grad()
+    model.backward(dy)
+    dh0 = model.initial_state_grads(T, B)[0].copy()
+    assert np.all(dh0[1] == 0.0)
+    assert np.abs(dh0[0]).min() > 0 and np.abs(dh0[2]).min() > 0
+    testing.check_model_gradients(model, x, dy, reset=reset, h0=[h0], atol=1e-9)
 
 
 @pytest.mark.parametrize("gates", GATES)

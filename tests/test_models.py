@@ -1,7 +1,7 @@
 """Whole models: multi-layer stacks against finite differences; flat buffers and views."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import given, strategies as st
 
 from memrl import testing
 from memrl.nn import Dense, GRU, Sequential, TanhGaussianHead
@@ -10,8 +10,7 @@ from memrl.nn import Dense, GRU, Sequential, TanhGaussianHead
 @given(st.data())
 def test_random_stacks_match_finite_differences(data):
     problem = data.draw(testing.sequence_problems(max_T=5, max_B=3, max_dim=5))
-    layers = data.draw(testing.layer_stacks(problem.x.shape[2], max_layers=4, max_dim=5,
-                                            activations=("identity", "tanh", "sigmoid", "fast_tanh")))
+    layers = data.draw(testing.layer_stacks(problem.x.shape[2], max_layers=4, max_dim=5))  # relu too
     model = Sequential(layers, dtype=np.float64, seed=problem.seed)
     dy = data.draw(testing.float_arrays((problem.T, problem.B, model.out_dim)))
     h0 = [data.draw(testing.float_arrays((problem.B, model.layers[i].hidden_dim))) for i in model.recurrent]
@@ -37,15 +36,13 @@ def test_chapter_actor_with_head_matches_finite_differences(T, B, seed, data):
         return float((a * da).sum() + (logp * dlogp).sum())
 
     params = model.params.copy()
-    loss(params)
     pre = model.forward(x, reset).reshape(T * B, 2)
-    assume(np.all(np.abs(pre[:, 1] - 2.0) > 1e-3) and np.all(np.abs(pre[:, 1] + 20.0) > 1e-3))
     head.forward(np.ascontiguousarray(pre), eps)
     dpre = head.backward(da, dlogp)
     model.zero_grad()
     model.backward(dpre.reshape(T, B, 2).copy())
-    numeric = testing.numerical_gradient(loss, params.copy())
-    testing.assert_gradient_close(model.grads, numeric, name="actor params")
+    # The log-std clip at [-20, 2] is a kink; check_gradient handles one inside the stencil.
+    testing.check_gradient(loss, params.copy(), model.grads.copy(), name="actor params")
 
 
 def test_parameters_are_views_of_one_buffer():
@@ -83,3 +80,57 @@ def test_backward_without_forward_raises():
     model = Sequential([GRU(2, 2)], seed=0)
     with pytest.raises(RuntimeError, match="no forward"):
         model.backward(np.zeros((3, 1, 2), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# One semantics for recurrent state: forward(x, reset, h0) == a loop of step == the NumPy Policy
+# ---------------------------------------------------------------------------------------------
+
+@st.composite
+def stacks_with_state(draw):
+    problem = draw(testing.sequence_problems(max_T=7, max_B=3, max_dim=5, scale=2.0))
+    layers = draw(testing.layer_stacks(problem.x.shape[2], max_layers=4, max_dim=5))
+    model = Sequential(layers, dtype=np.float64, seed=problem.seed)
+    h0 = [draw(testing.float_arrays((problem.B, model.layers[i].hidden_dim), -2, 2)) for i in model.recurrent]
+    return model, problem, h0
+
+
+@given(stacks_with_state())
+def test_forward_with_h0_and_resets_equals_a_loop_of_step(case):
+    model, p, h0 = case
+    y = model.forward(p.x, p.reset, h0).copy()
+    state = [h.copy() for h in h0]
+    for t in range(p.T):
+        out = model.step(np.ascontiguousarray(p.x[t]), state, np.ascontiguousarray(p.reset[t]))
+        np.testing.assert_allclose(out, y[t], rtol=0, atol=1e-12, err_msg=f"step {t}")
+
+
+@given(stacks_with_state())
+def test_numpy_policy_with_reset_rows_equals_forward(case):
+    """memrl.policy.Policy from a copy of h0, reset_rows(reset[t]) before each act, is forward."""
+    from memrl.policy import Policy
+
+    model, p, h0 = case
+    y = model.forward(p.x, p.reset, h0).copy()
+    policy = Policy(model.config(), {k: v.copy() for k, v in model.named().items()}, action_dim=model.out_dim)
+    policy.reset(p.B)
+    for state, h in zip(policy.state, h0):
+        state[...] = h
+    for t in range(p.T):
+        policy.reset_rows(p.reset[t].copy())
+        action = policy.act(p.x[t])
+        np.testing.assert_allclose(action, np.tanh(y[t]), rtol=0, atol=1e-12, err_msg=f"step {t}")
+
+
+@given(stacks_with_state(), st.data())
+def test_random_stacks_with_h0_and_resets_match_finite_differences(case, data):
+    """Gradients w.r.t. parameters, x and every h0 with resets inside the window; rows that reset
+    at step 0 get exactly zero dL/dh0."""
+    model, p, h0 = case
+    dy = data.draw(testing.float_arrays((p.T, p.B, model.out_dim)))
+    testing.check_model_gradients(model, p.x, dy, reset=p.reset, h0=h0)
+    model.zero_grad()
+    model.forward(p.x, p.reset, h0)
+    model.backward(dy)
+    for k, dh in enumerate(model.initial_state_grads(p.T, p.B)):
+        assert np.all(dh[p.reset[0]] == 0.0), (k, dh)

@@ -6,10 +6,14 @@ PyTorch-compatible parameters: W_ih (3H, I), W_hh (3H, H), b_ih (3H,), b_hh (3H,
     r = sigma(W_ir x + b_ir + W_hr h + b_hr)      z = sigma(W_iz x + b_iz + W_hz h + b_hz)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
 
-Time-major buffers, C-contiguous: x (T, B, I), outputs h (T, B, H). ``h0`` (B, H) is the
-initial state; where ``reset[t, b]`` is nonzero (and always at t = 0) sample b starts from
-``h0[b]`` at step t, and in backward no gradient flows from step t to step t-1 (it goes to
-dh0 instead).
+Time-major buffers, C-contiguous: x (T, B, I), outputs h (T, B, H). Recurrent state has one
+meaning everywhere (whole sequence, single step, the NumPy ``memrl.policy.Policy``): a reset
+means "a new episode starts here", so where ``reset[t, b]`` is nonzero sample b enters step t
+from the ZERO state, for every t including 0. ``h0`` (B, H) is the state before step 0 only:
+sample b enters step 0 from ``h0[b]`` unless ``reset[0, b]``, and a later reset never restarts
+from it. In backward no gradient crosses a reset: at a reset at t > 0 the gradient reaching
+h_{t-1} from step t is dropped (the zero state is a constant), and ``dh0[b]`` receives the
+gradient of step 0's starting state only if ``reset[0, b]`` is zero (else it is exactly zero).
 
 Cache written by forward and read by backward (all preallocated by the caller):
 preact (T, B, 3H) gate pre-activations, gates (T, B, 3H) post-activations, hn (T, B, H)
@@ -76,11 +80,11 @@ cdef void gru_fwd(int T, int B, int I, int H, const floating* x, const floating*
     for t in range(T):
         hp = h_prev + t * B * H
         for b in range(B):
-            if t == 0 or (reset != NULL and reset[t * B + b]):
-                src = h0 + b * H
+            if reset != NULL and reset[t * B + b]:
+                memset(hp + b * H, 0, H * sizeof(floating))
             else:
-                src = h + ((t - 1) * B + b) * H
-            memcpy(hp + b * H, src, H * sizeof(floating))
+                src = h0 + b * H if t == 0 else h + ((t - 1) * B + b) * H
+                memcpy(hp + b * H, src, H * sizeof(floating))
         gemm(False, False, B, H3, H, <floating>1, hp, H, W_hh_T, H3, <floating>0, gh, H3)
         for b in range(B):
             k = t * B + b
@@ -168,11 +172,12 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
                     db[j] = grad * z
         gemm(False, False, B, H, H3, <floating>1, Gh + t * B * H3, H3, W_hh, H, <floating>1, dhp, H)
         for b in range(B):
-            if t == 0 or (reset != NULL and reset[t * B + b]):
-                if dh0 != NULL:
-                    for j in range(H):
-                        dh0[b * H + j] += dhp[b * H + j]
+            if reset != NULL and reset[t * B + b]:
+                # Step t started from the constant zero state: nothing flows further back.
                 memset(carry + b * H, 0, H * sizeof(floating))
+            elif t == 0:
+                if dh0 != NULL:
+                    memcpy(dh0 + b * H, dhp + b * H, H * sizeof(floating))
             else:
                 memcpy(carry + b * H, dhp + b * H, H * sizeof(floating))
     # Parameter gradients and dx: one product each over all T*B rows (dW_hh == NULL: dx only).
@@ -192,7 +197,11 @@ cdef void gru_step_fwd(int B, int I, int H, const floating* x, floating* h,
                        const unsigned char* reset, const floating* W_ih, const floating* W_hh,
                        const floating* b_ih, const floating* b_hh, floating* gx, floating* gh,
                        int mode) noexcept nogil:
-    """Advance carried states h (B, H) by one step; rows with reset[b] restart from zeros."""
+    """Advance carried states h (B, H) by one step; rows with reset[b] restart from zeros.
+
+    The same semantics as ``gru_fwd`` at one step t with h0 = h: a loop of this over t, starting
+    from a copy of h0 and passing reset[t], computes gru_fwd's outputs.
+    """
     cdef int H3 = 3 * H, b, j
     cdef floating* gxb
     cdef floating* ghb
@@ -231,7 +240,10 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const unsign
             const floating[::1] b_hh, floating[:, :, ::1] h, floating[:, :, ::1] preact,
             floating[:, :, ::1] gates, floating[:, :, ::1] hn, floating[:, :, ::1] h_prev,
             floating[:, ::1] W_hh_T, floating[:, ::1] gh, int mode):
-    """Run the whole sequence; writes h and the cache (see the module docstring)."""
+    """Run the whole sequence; writes h and the cache (see the module docstring).
+
+    ``h0`` (B, H): the state before step 0; rows with ``reset[t, b]`` enter step t from zeros.
+    """
     cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = h0.shape[1]
     _check("h0", (h0.shape[0], h0.shape[1]), (B, H))
     _check("W_ih", (W_ih.shape[0], W_ih.shape[1]), (3 * H, I))

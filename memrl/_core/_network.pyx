@@ -113,7 +113,11 @@ cdef class SequencePlan:
         free(self.net.layers)
 
     def set_initial_states(self, list states):
-        """Point each GRU at an initial state (B, H) array, or None for zeros (kept alive here)."""
+        """Point each GRU at an initial state (B, H) array, or None for zeros (kept alive here).
+
+        The state is the one before step 0 only: a row whose reset flag is set (at any step,
+        step 0 included) enters that step from zeros (``memrl._core._gru``).
+        """
         cdef int i, k = 0
         self._keep_h0 = list(states)
         for i in range(self.net.n_layers):
