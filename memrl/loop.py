@@ -360,9 +360,15 @@ class Trainer:
         arrays, meta = load_checkpoint(path)
         if "config" not in meta or "seed" not in meta:
             raise CheckpointError(f"{path}: not a training checkpoint (no config or seed)")
-        config = config if config is not None else Config.from_dict(meta["config"])
-        trainer = cls(config, int(meta["seed"]))
-        trainer.load_state_dict(arrays, meta)
+        try:
+            config = config if config is not None else Config.from_dict(meta["config"])
+            trainer = cls(config, int(meta["seed"]))
+            trainer.load_state_dict(arrays, meta)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path}: inconsistent contents ({type(error).__name__}: {error})") \
+                from error
         return trainer
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -522,14 +528,24 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
     if resume:
         if run is None:
             raise ValueError("resume: needs log_dir (the run directory to continue)")
-        _, arrays, meta = run.latest_checkpoint()
-        saved, saved_seed, step = Config.from_dict(meta["config"]), int(meta["seed"]), int(meta["step_count"])
+        path, arrays, meta = run.latest_checkpoint()
+        try:
+            saved, saved_seed, step = Config.from_dict(meta["config"]), int(meta["seed"]), int(meta["step_count"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path}: inconsistent contents ({type(error).__name__}: {error})") \
+                from error
         if seed is not None and seed != saved_seed:
             raise RunDirectoryError(f"seed: the run in {log_dir!r} has seed {saved_seed}, got {seed}")
         config = saved if config is None else resume_config(saved, as_config(config), step)
         seed = saved_seed
         trainer = Trainer(config, seed)
-        trainer.load_state_dict(arrays, meta)
+        try:
+            trainer.load_state_dict(arrays, meta)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path}: inconsistent contents ({type(error).__name__}: {error})") \
+                from error
         kept_records = [r for r in run.read_metrics() if r["step"] < trainer.step_count]
     else:
         if config is None:

@@ -148,6 +148,16 @@ class Policy:
                  memory_reset_interval: int | None = None, environment: dict | None = None,
                  meta: dict | None = None):
         _check_parameters(layers, params)
+        _check_positive_int("action_dim", action_dim)
+        if memory_reset_interval is not None:
+            _check_positive_int("memory_reset_interval", memory_reset_interval)
+        for name, value in (("log_std_min", log_std_min), ("log_std_max", log_std_max)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        if not log_std_min < log_std_max:
+            raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
+        if meta is not None and not isinstance(meta, dict):
+            raise ValueError(f"meta: expected a dict, got {type(meta).__name__}")
         if environment is not None:
             _check_environment(environment, action_dim)
         self.environment = environment
@@ -198,7 +208,7 @@ class Policy:
                 else type(meta).__name__
             raise CheckpointError(f"policy {path}: meta['kind']: expected {POLICY_KIND!r}, found {found}")
         version = meta.get("policy_version")
-        if version not in READABLE_VERSIONS:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise CheckpointError(f"policy {path}: policy_version: expected one of {list(READABLE_VERSIONS)}, "
                                   f"found {version!r}")
         try:
@@ -363,6 +373,9 @@ def _check_parameters(layers: list[dict], params: dict[str, np.ndarray]) -> None
                 raise ValueError(f"layers[{i}].gates: expected one of {sorted(GATES)}, got {layer.get('gates')!r}")
         else:
             raise ValueError(f"layers[{i}].type: expected 'dense' or 'gru', got {kind!r}")
+        for key, low in (("in_dim", 0), ("out_dim", 1), ("hidden_dim", 1)):
+            if key in layer and (type(layer[key]) is not int or layer[key] < low):
+                raise ValueError(f"layers[{i}].{key}: expected an integer >= {low}, got {layer[key]!r}")
         if i > 0 and layer["in_dim"] != _out_dim(layers[i - 1]):
             raise ValueError(f"layers[{i}].in_dim: expected {_out_dim(layers[i - 1])} (output of layers[{i - 1}]), "
                              f"got {layer['in_dim']}")

@@ -199,10 +199,11 @@ def test_empty_file_directory_and_missing_path(originals, tmp_path):
             load_checkpoint(path)
     directory = tmp_path / "policy.npz"
     directory.mkdir()
+    with pytest.raises(CheckpointError, match=rf"checkpoint {directory}: expected a checkpoint file, found a directory"):
+        load_checkpoint(directory)
+    with pytest.raises(CheckpointError, match=rf"policy {directory}: a directory, expected a policy file; export one"):
+        Policy.load(directory)
     for load in (load_checkpoint, Policy.load):
-        with pytest.raises(CheckpointError,
-                           match=rf"checkpoint {directory}: expected a checkpoint file, found a directory"):
-            load(directory)
         with pytest.raises(FileNotFoundError, match=rf"checkpoint {tmp_path / 'missing.npz'}: no such file"):
             load(tmp_path / "missing.npz")
     fifo = tmp_path / "fifo.npz"
