@@ -24,15 +24,17 @@ a replay buffer, and recomputes, from the raw transitions and in float64:
 
 Tolerances (float32 kernels against float64 recomputations): values (targets, losses, entropy
 gap) ``rtol=1e-4, atol=1e-5``; a gradient g against the finite difference d along a unit vector
-v: ``|g.v - d| <= 1e-5 |g| + 1e-8`` (over 2500 drawn cases the largest error was 1.2e-6 |g|;
-the quirk's effect in the example below is 40 times the tolerance); Polyak steps ``rtol=1e-5,
-atol=1e-7``.
+v: ``|g.v - d| <= 1e-5 |g| + 1e-6`` (over 2500 drawn cases the largest error relative to |g|
+was 1.2e-6 |g|; the absolute term is float32's resolution of residuals Q - y of values up to ~10,
+which a critic's bias gradient averages; the quirk's effect in the examples below is 19 (SAC)
+and 80 (TD3) times the tolerance); Polyak steps ``rtol=1e-5, atol=1e-7``.
 
 Only ``run_compiled_updates`` (first function below) calls the update engine.
 """
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,8 +46,10 @@ from memrl.nn import Sequential
 from memrl.replay import ReplayBuffer, SamplingConfig, SequenceSampler
 
 RTOL, ATOL = 1e-4, 1e-5            # float32 update against float64 oracle: values
-GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-8  # gradient components (unit directions), relative to |g|
+GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-6  # gradient components (unit directions): relative to |g|, absolute
 FD_STEP = 1e-6                     # central differences in float64
+# RLtools' temperature gradient switch (merged from main); drawn and checked where Config has it.
+HAS_RLTOOLS_ALPHA_GRADIENT = "rltools_alpha_gradient" in {f.name for f in dataclasses.fields(Config)}
 
 
 # ================================================================================================
@@ -702,8 +706,15 @@ def run_case(case: Case, n_coordinates=12):
     loss, gap = oracle_actor(cfg, nets, actor_windows, actor_noise, B, L, A)
     assert_value(run["actor_loss"], loss, "actor loss")
     if sac and cfg.adaptive_alpha:
+        alpha_gradient = gap  # d/d log(alpha) = mean_E (H_i - target_entropy), H_i = -log pi_i
+        if getattr(cfg, "rltools_alpha_gradient", False):
+            # RLtools: alpha * sum_E (H_i - target_entropy) / N_r, N_r = reset flags in the actor batch
+            # (slot 0, segment starts and padding slots inside the windows).
+            n_resets = sum(len(w.segments) + sum(pad < L for pad in w.pads) for w in actor_windows)
+            n_final = sum(len(w.segments) for w in actor_windows)
+            alpha_gradient = cfg.alpha * (L * B if cfg.actor_entropy_positions == "all" else n_final) * gap / n_resets
         assert len(run["alpha_gradients"]) == 1, run["alpha_gradients"]
-        assert_value(run["alpha_gradients"][0], gap, "alpha gradient (entropy gap)")
+        assert_value(run["alpha_gradients"][0], alpha_gradient, "alpha gradient")
         if abs(gap) > 1e-3:
             assert (run["alpha_after"] < cfg.alpha) == (gap > 0), "alpha moved against its gradient"
     else:
@@ -761,7 +772,8 @@ def cases(draw):
         actor_activation=draw(st.sampled_from(["tanh", "fast_tanh", "sigmoid"])),
         critic_activation=draw(st.sampled_from(["tanh", "fast_tanh", "sigmoid"])),
         gru_gates=draw(st.sampled_from(["exact", "fast"])), threads=draw(st.sampled_from([1, 2])),
-        tau=draw(st.sampled_from([0.005, 0.25])), total_steps=1000, replay_capacity=capacity)
+        tau=draw(st.sampled_from([0.005, 0.25])), total_steps=1000, replay_capacity=capacity,
+        **({"rltools_alpha_gradient": draw(st.booleans())} if HAS_RLTOOLS_ALPHA_GRADIENT else {}))
     counts = [draw(st.integers(1, 2 * capacity + 3)) for _ in range(n_streams)]
     return Case(config, draw(st.integers(0, 2**31 - 1)), n_streams, max_len, capacity, counts,
                 O=OBS_ID + draw(st.integers(0, 2)), A=draw(st.integers(1, 2)), update_targets=draw(st.booleans()))
@@ -903,6 +915,8 @@ def test_rltools_quirk_gradient_is_the_documented_one(algorithm):
     dict(shared_batch=True, threads=1, log_std_min=-0.4, log_std_max=-0.1),
     dict(algorithm="td3", target_policy_noise=0.7, target_noise_clip=0.1),
     dict(sampling=SamplingConfig(always_sample_from_initial_state=True)),
+    pytest.param(dict(rltools_alpha_gradient=True, actor_entropy_positions="final"),
+                 marks=pytest.mark.skipif(not HAS_RLTOOLS_ALPHA_GRADIENT, reason="no rltools_alpha_gradient yet")),
 ])
 def test_recurrent_examples(changes):
     run_case(chapter_like_case(**changes))
