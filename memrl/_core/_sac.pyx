@@ -448,6 +448,12 @@ cdef class CriticUpdate:
     def status(self):
         return self.ctx.status
 
+    @property
+    def targets(self):
+        """A copy of the last run's Bellman targets y, (L, B) float32, for every current slot
+        (only the loss steps enter the loss; read-only, for tests)."""
+        return self._keep[8]["y"].reshape(self.ctx.batch.L, self.ctx.batch.B).copy()
+
 
 cdef class ActorUpdate:
     """A fused actor update bound to the actor, both critics (TD3: critic 1 and the target actor),
