@@ -33,7 +33,7 @@ except ImportError:
         "pip install 'setuptools>=70.1' 'Cython>=3.1' 'scipy>=1.11' 'numpy>=1.25'"
     )
 
-if {"bdist_wheel", "editable_wheel"} & set(sys.argv):  # pip building a wheel without isolation
+if {"dist_info", "bdist_wheel", "editable_wheel"} & set(sys.argv):  # pip, building a wheel
     import setuptools
 
     if tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit()) < (70, 1):
