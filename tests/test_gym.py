@@ -375,6 +375,15 @@ def test_registered_environments_pass_check_env(gym, env_id):
     env.close()
 
 
+def test_registered_specs_round_trip_through_json(gym):
+    from gymnasium.envs.registration import EnvSpec
+
+    for env_id in MEMRL_IDS:
+        spec = gym.spec(env_id)
+        assert spec.entry_point == "memrl.envs.gym:MemrlGymnasiumEnv"
+        assert EnvSpec.from_json(spec.to_json()) == spec
+
+
 @pytest.mark.parametrize("env_id", MEMRL_IDS)
 def test_registered_environments_pickle_mid_episode(gym, env_id):
     env = gym.make(env_id)
