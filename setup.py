@@ -1,16 +1,52 @@
 """Build the Cython kernels in memrl/_core (metadata lives in pyproject.toml).
 
-MEMRL_CYTHON_DEBUG=1 compiles with bounds, wraparound and initialisation checks on, so an
-out-of-bounds index in a kernel raises IndexError instead of corrupting memory (CI runs the
-test suite once this way).
+MEMRL_CYTHON_DEBUG=1 compiles with bounds, wraparound and initialisation checks on (and -O1 -g),
+so an out-of-bounds index in a kernel raises IndexError instead of corrupting memory (CI runs the
+test suite once this way). ``memrl._core.DEBUG_BUILD`` tells which way the installed kernels were
+built (the C macro MEMRL_DEBUG_BUILD, defined here for every extension).
+
+Generated C never lands next to the .pyx files (so no wheel ships it): each set of Cython
+directives gets its own directory, build/cython/<release|debug>-<hash>/, so a debug build never
+compiles C that Cython generated for a release build, or the other way round (cythonize itself
+only compares timestamps). And because build_ext skips an extension whose .so is newer than its
+sources, every extension is rebuilt whenever the build configuration (directives, compiler
+flags, macros, Cython and Python versions) differs from the one that built the existing .so files.
+
+MEMRL_OPENMP=0 builds the fused SAC updates without OpenMP (same results, only slower).
 """
 import glob
+import hashlib
+import json
 import os
+import sys
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+try:
+    import Cython
+    from Cython.Build import cythonize
+except ImportError:
+    sys.exit(
+        "memrl: building the kernels needs Cython>=3.1, which this environment lacks. "
+        "Either let pip install the build requirements (no --no-build-isolation), or first run: "
+        "pip install 'setuptools>=70.1' 'Cython>=3.1' 'scipy>=1.11' 'numpy>=1.25'"
+    )
+
+if {"dist_info", "bdist_wheel", "editable_wheel"} & set(sys.argv):  # pip, building a wheel
+    import setuptools
+
+    if tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit()) < (70, 1):
+        try:
+            import wheel  # noqa: F401  (provides bdist_wheel to setuptools < 70.1)
+        except ImportError:
+            sys.exit(
+                f"memrl: setuptools {setuptools.__version__} cannot build wheels without the "
+                "'wheel' package; first run: pip install 'setuptools>=70.1'"
+            )
 
 DEBUG = os.environ.get("MEMRL_CYTHON_DEBUG", "0") not in ("", "0")
+MODE = "debug" if DEBUG else "release"
 DIRECTIVES = {
     "language_level": 3,
     "embedsignature": True,
@@ -18,21 +54,79 @@ DIRECTIVES = {
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,
     "cdivision": True,
+    "show_performance_hints": not DEBUG,  # with the checks on, every index gets a hint
 }
-COMPILE_ARGS = ["-O3", "-fno-math-errno"] if not DEBUG else ["-O1", "-g"]
+COMPILE_ARGS = ["-O1", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+MACROS = [("MEMRL_DEBUG_BUILD", "1" if DEBUG else "0")]
 
-# The fused SAC updates run the two critic updates on two threads with OpenMP (MEMRL_OPENMP=0
-# builds them serial: results are the same, only slower).
+# The fused SAC updates run the two critic updates on two threads with OpenMP.
 OPENMP = os.environ.get("MEMRL_OPENMP", "1") not in ("", "0")
 OPENMP_MODULES = {"memrl/_core/_sac.pyx"}
 
-modules = sorted(glob.glob("memrl/_core/_*.pyx"))
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Where cythonize writes the C: one directory per (mode, directives, Cython version).
+C_DIR = os.path.join("build", "cython", f"{MODE}-{_digest([DIRECTIVES, Cython.__version__])}")
+
 extensions = []
-for path in modules:
+for path in sorted(glob.glob("memrl/_core/_*.pyx")):
     threaded = OPENMP and path in OPENMP_MODULES
     extensions.append(Extension(
         path[:-4].replace("/", "."), [path],
+        define_macros=list(MACROS),
         extra_compile_args=COMPILE_ARGS + (["-fopenmp"] if threaded else []),
         extra_link_args=["-fopenmp"] if threaded else [],
     ))
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, quiet=True))
+
+# Everything that makes two builds of the same sources differ.
+SIGNATURE = _digest({
+    "c_dir": C_DIR,
+    "python": sys.version,
+    "extensions": [[e.name, e.define_macros, e.extra_compile_args, e.extra_link_args] for e in extensions],
+})
+SIGNATURE_FILE = "memrl-build-signature.json"
+
+
+class BuildKernels(build_ext):
+    """build_ext that cythonizes into C_DIR and rebuilds everything when the configuration changed.
+
+    The signature of the configuration that built the .so files in ``build_lib`` is kept in
+    ``build_temp``; it is removed before building and written back only after every extension
+    built, so an interrupted build forces a full rebuild next time.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:  # compile the modules in parallel (pip passes no -j)
+            self.parallel = os.cpu_count() or 1
+
+    def run(self):
+        generated = cythonize(
+            self.extensions, build_dir=C_DIR, compiler_directives=DIRECTIVES, quiet=True,
+            force=bool(self.force), nthreads=self.parallel if self.parallel > 1 else 0,
+        )
+        c_sources = {ext.name: ext.sources for ext in generated}
+        for ext in self.extensions:  # keep the objects build_ext prepared, with the C sources
+            ext.sources = c_sources[ext.name]
+        stamp_path = os.path.join(self.build_temp, SIGNATURE_FILE)
+        build_lib = os.path.abspath(self.build_lib)
+        try:
+            with open(stamp_path) as f:
+                stamps = json.load(f)
+        except (OSError, ValueError):
+            stamps = {}
+        if stamps.pop(build_lib, None) != SIGNATURE:
+            self.force = True
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp_path, "w") as f:
+            json.dump(stamps, f)
+        super().run()
+        stamps[build_lib] = SIGNATURE
+        with open(stamp_path, "w") as f:
+            json.dump(stamps, f)
+
+
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildKernels})

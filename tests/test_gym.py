@@ -1,5 +1,7 @@
 """Gymnasium interop: the GymnasiumEnv adapter (rescaling, episode ends, seeding, errors), make_env,
-and memrl's environments registered with Gymnasium (check_env, gymnasium.make)."""
+and memrl's environments registered with Gymnasium (by ``import memrl``; check_env, gymnasium.make,
+pickling)."""
+import pickle
 import subprocess
 import sys
 import warnings
@@ -273,6 +275,77 @@ def test_make_env(gym):
 # ------------------------------------------------------------------ memrl environments in Gymnasium
 
 
+MEMRL_IDS = ["memrl/Memory-v0", "memrl/Pendulum-v0", "memrl/PendulumPosition-v0", "memrl/PendulumVelocity-v0"]
+
+
+def run_python(code):
+    """Run ``code`` in a fresh interpreter (import order matters below); returns its stdout lines."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_import_memrl_registers_the_ids(gym):
+    code = (
+        "import sys\n"
+        "import memrl\n"
+        "import gymnasium\n"
+        "print(sorted(i for i in gymnasium.registry if i.startswith('memrl')))\n"
+        "env = gymnasium.make('memrl/Memory-v0')\n"
+        "print(type(env.unwrapped).__module__, type(env.unwrapped).__name__, env.spec.max_episode_steps)\n"
+    )
+    assert run_python(code) == [str(MEMRL_IDS), "memrl.envs.gym MemrlGymnasiumEnv 2000"]
+
+
+def test_register_envs_after_importing_gymnasium_first(gym):
+    code = (
+        "import gymnasium\n"
+        "assert not [i for i in gymnasium.registry if i.startswith('memrl')]\n"
+        "import memrl\n"
+        "gymnasium.register_envs(memrl)\n"
+        "env = gymnasium.make('memrl/PendulumVelocity-v0')\n"
+        "print(env.reset(seed=2)[0].tolist())\n"
+    )
+    expected = PendulumEnv(observation="velocity_only", seed=2).reset()[0]
+    assert run_python(code) == [str(expected.tolist())]
+
+
+def test_make_with_the_module_prefix_imports_memrl(gym):
+    code = (
+        "import sys, gymnasium\n"
+        "assert 'memrl' not in sys.modules\n"
+        "env = gymnasium.make('memrl:memrl/Pendulum-v0')\n"
+        "print('memrl' in sys.modules, env.spec.id, env.spec.max_episode_steps, env.reset(seed=4)[0].tolist())\n"
+    )
+    expected = PendulumEnv(seed=4).reset()[0]
+    assert run_python(code) == [f"True memrl/Pendulum-v0 200 {expected.tolist()}"]
+
+
+def test_import_memrl_without_gymnasium_installed_does_not_import_it():
+    # The path finder, minus Gymnasium: as if it were not installed (whether or not it is).
+    code = (
+        "import importlib.machinery as m, sys\n"
+        "class NotInstalled:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'gymnasium':\n"
+        "            return None\n"
+        "        return m.PathFinder.find_spec(name, path, target)\n"
+        "    invalidate_caches = staticmethod(m.PathFinder.invalidate_caches)\n"
+        "sys.meta_path[sys.meta_path.index(m.PathFinder)] = NotInstalled\n"
+        "import memrl, memrl.envs.gym as g\n"
+        "print('gymnasium' in sys.modules, memrl.envs.make('memory', seed=0).reset()[0].tolist())\n"
+        "try:\n"
+        "    g.register_environments()\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    assert run_python(code) == [
+        f"False {MemoryEnv(seed=0).reset()[0].tolist()}",
+        "memrl.envs.gym needs Gymnasium, an optional dependency: pip install 'memrl[gym]' (or pip install gymnasium)",
+    ]
+
+
 def test_register_environments_is_idempotent(gym):
     from memrl.envs.gym import GYMNASIUM_IDS, register_environments
 
@@ -283,19 +356,48 @@ def test_register_environments_is_idempotent(gym):
     assert all(i in gym.registry for i in ids)
 
 
-@pytest.mark.parametrize("env_id", ["memrl/Memory-v0", "memrl/Pendulum-v0", "memrl/PendulumPosition-v0",
-                                    "memrl/PendulumVelocity-v0"])
+@pytest.mark.parametrize("env_id", MEMRL_IDS)
 def test_registered_environments_pass_check_env(gym, env_id):
     from gymnasium.utils.env_checker import check_env
 
-    from memrl.envs.gym import register_environments
-
-    register_environments()
+    assert env_id in gym.registry  # by `import memrl` (at the top of this module)
     env = gym.make(env_id)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # check_env reports problems as warnings too
+        # check_env asks for the unwrapped environment (it warns when given wrappers) ...
         check_env(env.unwrapped)
+        # ... and gymnasium.make's wrappers (the passive checker among them) stay quiet too
+        obs, info = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        for _ in range(3):
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            assert env.observation_space.contains(obs)
     env.close()
+
+
+def test_registered_specs_round_trip_through_json(gym):
+    from gymnasium.envs.registration import EnvSpec
+
+    for env_id in MEMRL_IDS:
+        spec = gym.spec(env_id)
+        assert spec.entry_point == "memrl.envs.gym:MemrlGymnasiumEnv"
+        assert EnvSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("env_id", MEMRL_IDS)
+def test_registered_environments_pickle_mid_episode(gym, env_id):
+    env = gym.make(env_id)
+    env.reset(seed=3)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(6, 1)).astype(np.float32)
+    for action in actions[:3]:
+        env.step(action)
+    copy = pickle.loads(pickle.dumps(env))
+    assert type(copy.unwrapped) is type(env.unwrapped) and copy.spec == env.spec
+    for action in actions[3:]:
+        a, b = env.step(action), copy.step(action)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    np.testing.assert_array_equal(env.reset(seed=5)[0], copy.reset(seed=5)[0])
 
 
 @pytest.mark.parametrize("env_id, memrl_env, limit", [
@@ -305,9 +407,6 @@ def test_registered_environments_pass_check_env(gym, env_id):
     ("memrl/PendulumVelocity-v0", lambda seed: PendulumEnv("velocity_only", seed=seed), 200),
 ])
 def test_gymnasium_make_runs_memrl_dynamics(gym, env_id, memrl_env, limit):
-    from memrl.envs.gym import register_environments
-
-    register_environments()
     env = gym.make(env_id)
     ours = memrl_env(0)
     assert env.spec.max_episode_steps == limit

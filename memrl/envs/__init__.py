@@ -19,5 +19,6 @@ def make(name: str, **kwargs: Any) -> Any:
 
 
 # Gymnasium interoperability (``GymnasiumEnv``, ``make_env``, ``register_environments``) lives in
-# ``memrl.envs.gym``; it needs the optional ``gymnasium`` dependency only when used.
+# ``memrl.envs.gym``; it needs the optional ``gymnasium`` dependency only when used. ``import memrl``
+# registers these environments with Gymnasium when it is installed ("memrl/Memory-v0", ...).
 __all__ = ["ENVIRONMENTS", "MemoryEnv", "PendulumEnv", "make"]

@@ -6,9 +6,13 @@ Two directions:
   bounded ``Box`` action space to memrl's environment protocol (flat float32 observations,
   actions normalised to [-1, 1], ``terminated`` and ``truncated`` kept apart), so memrl's agents
   can train on it. :func:`make_env` builds one from a name such as ``"gymnasium:Pendulum-v1"``.
-* :func:`register_environments` registers memrl's own environments with Gymnasium
-  (``"memrl/Memory-v0"``, ``"memrl/Pendulum-v0"``, ``"memrl/PendulumPosition-v0"``,
-  ``"memrl/PendulumVelocity-v0"``), so ``gymnasium.make`` and Gymnasium tooling accept them.
+* memrl's own environments are registered with Gymnasium as ``"memrl/Memory-v0"``,
+  ``"memrl/Pendulum-v0"``, ``"memrl/PendulumPosition-v0"`` and ``"memrl/PendulumVelocity-v0"``
+  (each a :class:`MemrlGymnasiumEnv`), so ``gymnasium.make`` and Gymnasium tooling accept them.
+  As with other third-party environment packages, ``import memrl`` registers them when
+  Gymnasium is installed (``gymnasium.register_envs(memrl)`` documents that import), and
+  ``gymnasium.make("memrl:memrl/Memory-v0")`` imports memrl itself;
+  :func:`register_environments` does the same explicitly.
 
 Gymnasium is imported lazily: importing this module does not need it.
 """
@@ -265,6 +269,14 @@ def register_environments() -> list[str]:
     return list(GYMNASIUM_IDS)
 
 
+def _register_on_import() -> None:
+    """``import memrl`` calls this when Gymnasium is installed: register, or skip if it won't import."""
+    try:
+        register_environments()
+    except ImportError:  # installed but broken (e.g. a missing dependency): memrl works without it
+        pass
+
+
 def _build_gymnasium_env_class() -> type:
     gymnasium = _gymnasium()
 
@@ -303,7 +315,9 @@ def _build_gymnasium_env_class() -> type:
         def render(self) -> None:
             return None
 
+    # Found by pickle (and Gymnasium's entry point) as memrl.envs.gym.MemrlGymnasiumEnv.
     MemrlGymnasiumEnv.__module__ = __name__
+    MemrlGymnasiumEnv.__qualname__ = "MemrlGymnasiumEnv"
     return MemrlGymnasiumEnv
 
 
