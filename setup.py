@@ -21,18 +21,16 @@ DIRECTIVES = {
 }
 COMPILE_ARGS = ["-O3", "-fno-math-errno"] if not DEBUG else ["-O1", "-g"]
 
-# The fused SAC updates run the two critic updates on two threads with OpenMP (MEMRL_OPENMP=0
-# builds them serial: results are the same, only slower).
-OPENMP = os.environ.get("MEMRL_OPENMP", "1") not in ("", "0")
-OPENMP_MODULES = {"memrl/_core/_sac.pyx"}
+# The fused SAC updates run paired work on a POSIX thread of their own (memrl/_core/_sac.pyx).
+THREADED_MODULES = {"memrl/_core/_sac.pyx"}
 
 modules = sorted(glob.glob("memrl/_core/_*.pyx"))
 extensions = []
 for path in modules:
-    threaded = OPENMP and path in OPENMP_MODULES
+    threaded = path in THREADED_MODULES
     extensions.append(Extension(
         path[:-4].replace("/", "."), [path],
-        extra_compile_args=COMPILE_ARGS + (["-fopenmp"] if threaded else []),
-        extra_link_args=["-fopenmp"] if threaded else [],
+        extra_compile_args=COMPILE_ARGS + (["-pthread"] if threaded else []),
+        extra_link_args=["-pthread"] if threaded else [],
     ))
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, quiet=True))
