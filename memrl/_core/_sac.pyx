@@ -152,6 +152,7 @@ cdef inline void _adam(AdamRef* r) noexcept nogil:
 cdef extern from *:
     """
     #include <pthread.h>
+    #include <sched.h>
     #include <time.h>
 
     #if defined(__x86_64__) || defined(__i386__)
@@ -269,6 +270,12 @@ cdef extern from *:
             pthread_atfork(NULL, NULL, memrl_pool_after_fork_child);
         }
         p->started = -1;
+    #if defined(__linux__) && defined(CPU_COUNT)
+        {   /* a process allowed only one CPU (taskset, a container's cpuset) runs pairs serially */
+            cpu_set_t cpus;
+            if (sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) < 2) return;
+        }
+    #endif
         if (pthread_attr_init(&attr) != 0) return;
         if (pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0
                 && pthread_create(&thread, &attr, memrl_worker, NULL) == 0)
