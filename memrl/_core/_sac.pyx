@@ -202,7 +202,7 @@ cdef extern from *:
     static memrl_pool_t memrl_pool = {
         PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
         0, 0, 0, 0, 0, NULL, NULL,
-        200000, 50000, 1,
+        1000000, 50000, 1,
         0, 0, MEMRL_BACKOFF_MIN, 0, {0, 0, 0, 0, 0, 0}};
 
     static long long memrl_now_ns(void) {
@@ -414,7 +414,9 @@ def pool_stats(bint reset=False):
 def pool_settings(idle_spin_us=None, wait_spin_us=None, adaptive=None):
     """Read or change the pool's waiting policy; returns the settings in force.
 
-    idle_spin_us: how long the worker spins for a next task before sleeping (default 200);
+    idle_spin_us: how long the worker spins for a next task before sleeping (default 1000: a
+    step of the chapter has a few hundred microseconds of other work between some pairs, and a
+    worker asleep at the next pair costs a wake-up and usually misses it);
     wait_spin_us: how long the caller spins for the worker's task before sleeping (default 50);
     adaptive: whether bad offers make the pool run pairs serially for a while (default True).
     Results never depend on these, only speed.
