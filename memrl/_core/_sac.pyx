@@ -205,6 +205,14 @@ cdef extern from *:
         1000000, 50000, 1,
         0, 0, MEMRL_BACKOFF_MIN, 0, {0, 0, 0, 0, 0, 0}};
 
+    /* Settings change while the worker may be reading them. */
+    static void memrl_pool_configure(long long idle_spin_ns, long long wait_spin_ns, int adaptive) {
+        memrl_pool_t *p = &memrl_pool;
+        if (idle_spin_ns >= 0) __atomic_store_n(&p->idle_spin_ns, idle_spin_ns, __ATOMIC_RELAXED);
+        if (wait_spin_ns >= 0) __atomic_store_n(&p->wait_spin_ns, wait_spin_ns, __ATOMIC_RELAXED);
+        if (adaptive >= 0) __atomic_store_n(&p->adaptive, adaptive, __ATOMIC_RELAXED);
+    }
+
     static long long memrl_now_ns(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -295,7 +303,7 @@ cdef extern from *:
        offers of each other. */
     static void memrl_pool_judge(memrl_pool_t *p, int outcome) {
         p->since_backoff++;
-        if (!p->adaptive) return;
+        if (!__atomic_load_n(&p->adaptive, __ATOMIC_RELAXED)) return;
         if (outcome == MEMRL_HELPED) {
             if (p->strikes > 0) p->strikes--;
         } else {
@@ -326,7 +334,7 @@ cdef extern from *:
             return;
         }
         if (p->started == 0) memrl_pool_start(p);
-        if (p->started < 0 || p->backoff > 0) {
+        if (p->started < 0 || (p->backoff > 0 && __atomic_load_n(&p->adaptive, __ATOMIC_RELAXED))) {
             if (p->backoff > 0) p->backoff--;
             p->stats[MEMRL_SERIAL]++;
             f0(a0);
@@ -349,7 +357,7 @@ cdef extern from *:
             outcome = asleep ? MEMRL_MISSED_ASLEEP : MEMRL_MISSED_AWAKE;
         } else {
             outcome = MEMRL_HELPED;
-            until = memrl_now_ns() + p->wait_spin_ns;
+            until = memrl_now_ns() + __atomic_load_n(&p->wait_spin_ns, __ATOMIC_RELAXED);
             while (MEMRL_LOAD(&p->state) != MEMRL_DONE) {
                 MEMRL_RELAX();
                 if ((++k & 63) == 0 && memrl_now_ns() > until) {
@@ -371,6 +379,7 @@ cdef extern from *:
     """
     ctypedef void (*memrl_task)(void*) noexcept nogil
     void memrl_pair_run(memrl_task f0, void* a0, memrl_task f1, void* a1) noexcept nogil
+    void memrl_pool_configure(long long idle_spin_ns, long long wait_spin_ns, int adaptive) noexcept nogil
     ctypedef struct memrl_pool_t:
         int started
         long long idle_spin_ns
@@ -424,15 +433,9 @@ def pool_settings(idle_spin_us=None, wait_spin_us=None, adaptive=None):
     for name, value in (("idle_spin_us", idle_spin_us), ("wait_spin_us", wait_spin_us)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise ValueError(f"{name}: expected a non-negative number of microseconds, got {value!r}")
-    if idle_spin_us is not None:
-        memrl_pool.idle_spin_ns = <long long>(idle_spin_us * 1000)
-    if wait_spin_us is not None:
-        memrl_pool.wait_spin_ns = <long long>(wait_spin_us * 1000)
-    if adaptive is not None:
-        memrl_pool.adaptive = 1 if adaptive else 0
-        if not adaptive:
-            memrl_pool.backoff = 0
-            memrl_pool.strikes = 0
+    memrl_pool_configure(-1 if idle_spin_us is None else <long long>(idle_spin_us * 1000),
+                         -1 if wait_spin_us is None else <long long>(wait_spin_us * 1000),
+                         -1 if adaptive is None else (1 if adaptive else 0))
     return {"idle_spin_us": memrl_pool.idle_spin_ns / 1000, "wait_spin_us": memrl_pool.wait_spin_ns / 1000,
             "adaptive": bool(memrl_pool.adaptive)}
 
