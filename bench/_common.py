@@ -8,6 +8,9 @@ import subprocess
 import sys
 import time
 
+# Child processes (run_children) get the environment as it was, not the pinning below: a training
+# run pins its own BLAS, and its threads must behave as they would for the user.
+CHILD_ENV = dict(os.environ)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -89,7 +92,7 @@ def run_children(commands) -> list:
     for cmd in commands:
         out = tempfile.TemporaryFile(mode="w+")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV)
         children.append({"cmd": cmd, "proc": proc, "out": out, "t0": t0})
     by_pid = {c["proc"].pid: c for c in children}
     while any(c["proc"].returncode is None for c in children):
