@@ -81,8 +81,19 @@ def train_command(args, *, seed=None, log_dir=None) -> list:
     return cmd + ["--quiet"]
 
 
-def run_children(commands) -> list:
-    """Start every command at once (stdout and stderr captured) and wait for all of them.
+def child_memrl(cwd: str) -> str:
+    """Where ``python -m memrl`` run in ``cwd`` (as run_children runs it) imports memrl from."""
+    out = subprocess.run([sys.executable, "-c", "import memrl; print(memrl.__file__)"], cwd=cwd, env=CHILD_ENV,
+                         capture_output=True, text=True, check=True)
+    return os.path.dirname(out.stdout.strip())
+
+
+def run_children(commands, cwd: str) -> list:
+    """Start every command at once in ``cwd`` (stdout and stderr captured) and wait for all of them.
+
+    ``python -m`` puts its working directory first on the module path, so ``cwd`` should not be a
+    source checkout other than the one meant to be measured (the benchmarks use their scratch
+    directory).
 
     Returns one dict per command, in order: ``wall_s`` (from start to its exit), ``peak_rss_mb``
     (the child's own maximum resident set, from ``wait4``), ``returncode``, ``output``. Raises
@@ -92,7 +103,7 @@ def run_children(commands) -> list:
     for cmd in commands:
         out = tempfile.TemporaryFile(mode="w+")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV, cwd=cwd)
         children.append({"cmd": cmd, "proc": proc, "out": out, "t0": t0})
     by_pid = {c["proc"].pid: c for c in children}
     while any(c["proc"].returncode is None for c in children):

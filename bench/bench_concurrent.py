@@ -30,7 +30,7 @@ def measure(args, extra, n_at_once: int, root: str, tag: str) -> list:
     """Steps/s of each of ``n_at_once`` runs started together."""
     dirs = [os.path.join(root, f"{tag}-{i}") for i in range(n_at_once)]
     cmds = [_common.train_command([args.preset, "--steps", str(args.steps), *extra], log_dir=d) for d in dirs]
-    _common.run_children(cmds)
+    _common.run_children(cmds, cwd=root)
     return [steps_per_s(d) for d in dirs]
 
 
@@ -57,10 +57,10 @@ def main(argv=None):
                  "--set", "evaluation_interval=1000", "--set", "n_evaluation_episodes=1"]
     for item in args.overrides:
         base += ["--set", item]
-    print(f"# {_common.machine()}; load average {_common.load()} before; preset {args.preset}, {args.steps} steps, "
-          f"median of {args.repeats}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="memrl-bench-") as root:
+        print(f"# {_common.machine()}; load average {_common.load()} before; preset {args.preset}, {args.steps} "
+              f"steps, median of {args.repeats}; memrl from {_common.child_memrl(root)}")
         for setting in args.threads:
             extra = base + ([] if setting == "default" else ["--set", f"threads={setting}"])
             alone, first, second = [], [], []

@@ -42,7 +42,8 @@ SMOKE_SETTINGS = ["--set", "n_warmup_steps=50", "--set", "n_warmup_steps_critic=
 
 def run_one(args, seed, log_dir):
     """One training run (alone); returns (wall s, peak MB, metrics records)."""
-    result = _common.run_children([_common.train_command(args, seed=seed, log_dir=log_dir)])[0]
+    result = _common.run_children([_common.train_command(args, seed=seed, log_dir=log_dir)],
+                                  cwd=os.path.dirname(log_dir))[0]
     return result["wall_s"], result["peak_rss_mb"], _common.read_metrics(log_dir)
 
 
@@ -127,7 +128,7 @@ def main(argv=None):
     elif opts.command is None:
         parser.error("expected 'seeds', 'commands' or --smoke")
     else:
-        root = opts.log_root or tempfile.mkdtemp(prefix="memrl-learning-")
+        root = os.path.abspath(opts.log_root or tempfile.mkdtemp(prefix="memrl-learning-"))
         if opts.command == "commands" and opts.runs is None:
             opts.runs = README_COMMANDS
         todo = [(seeds_table if opts.command == "seeds" else commands_table, opts)]
@@ -135,7 +136,8 @@ def main(argv=None):
         if any(s < 0 for s in o.seeds) or (o.steps is not None and o.steps < 1):
             parser.error("--seeds: expected non-negative integers; --steps: a positive integer")
     os.makedirs(root, exist_ok=True)
-    print(f"# {_common.machine()}; load average {_common.load()} at start; runs one at a time in {root}")
+    print(f"# {_common.machine()}; load average {_common.load()} at start; runs one at a time in {root}; "
+          f"memrl from {_common.child_memrl(root)}")
     try:
         for table, o in todo:
             table(o, root)
