@@ -222,18 +222,17 @@ cdef extern from *:
     static void *memrl_worker(void *unused) {
         memrl_pool_t *p = &memrl_pool;
         (void)unused;
-        int woke = 0;
         for (;;) {
             long long until = memrl_now_ns() + __atomic_load_n(&p->idle_spin_ns, __ATOMIC_RELAXED);
             int k = 0, expected = MEMRL_POSTED;
             /* Spin a short while for the next task (they come in bursts: one training step has
-               several pairs), then sleep until one is posted. Woken for a task the caller had
-               already taken back (it had to run it itself), sleep again at once: the cores are
-               busy or the tasks too far apart, and spinning would only take CPU from others. */
+               several pairs), then sleep until one is posted. Woken for a task the caller has
+               already taken back, spin again all the same: the next offer then finds the worker
+               awake, and tells whether it can get a core (a worker that slept again would miss
+               every offer after a back-off, on an idle machine too). */
             while (MEMRL_LOAD(&p->state) != MEMRL_POSTED) {
                 MEMRL_RELAX();
-                if (woke || ((++k & 63) == 0 && memrl_now_ns() > until)) {
-                    woke = 1;
+                if ((++k & 63) == 0 && memrl_now_ns() > until) {
                     pthread_mutex_lock(&p->lock);
                     MEMRL_STORE(&p->sleeping, 1);
                     while (MEMRL_LOAD(&p->state) != MEMRL_POSTED)
@@ -245,7 +244,6 @@ cdef extern from *:
             /* The caller may take the task back at the same moment: whoever wins the exchange runs it. */
             if (__atomic_compare_exchange_n(&p->state, &expected, MEMRL_TAKEN, 0,
                                             __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-                woke = 0;
                 p->fn(p->arg);
                 MEMRL_STORE(&p->state, MEMRL_DONE);
                 if (MEMRL_LOAD(&p->waiting)) {
