@@ -61,15 +61,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="memrl-bench-") as root:
         print(f"# {_common.machine()}; load average {_common.load()} before; preset {args.preset}, {args.steps} "
               f"steps, median of {args.repeats}; memrl from {_common.child_memrl(root)}")
-        for setting in args.threads:
-            extra = base + ([] if setting == "default" else ["--set", f"threads={setting}"])
-            alone, first, second = [], [], []
-            for r in range(args.repeats):
-                alone += measure(args, extra, 1, root, f"{setting}-alone-{r}")
+        # Repeats outermost, so that the settings are measured in turn and a change in the machine's
+        # load over the benchmark falls on all of them alike.
+        speeds = {setting: {"alone": [], "first": [], "second": []} for setting in args.threads}
+        for r in range(args.repeats):
+            for setting in args.threads:
+                extra = base + ([] if setting == "default" else ["--set", f"threads={setting}"])
+                speeds[setting]["alone"] += measure(args, extra, 1, root, f"{setting}-alone-{r}")
                 a, b = measure(args, extra, 2, root, f"{setting}-pair-{r}")
-                first.append(a)
-                second.append(b)
-            m_alone, m_first, m_second = (statistics.median(v) for v in (alone, first, second))
+                speeds[setting]["first"].append(a)
+                speeds[setting]["second"].append(b)
+        for setting in args.threads:
+            m_alone, m_first, m_second = (statistics.median(speeds[setting][k]) for k in ("alone", "first", "second"))
             label = "default" if setting == "default" else f"threads={setting}"
             rows.append([label, f"{m_alone:.0f}", f"{m_first:.0f}", f"{m_second:.0f}",
                          f"{(m_first + m_second) / 2 / m_alone:.2f}"])
