@@ -51,12 +51,17 @@ def load() -> str:
 
 
 def fmt_time(seconds: float) -> str:
-    """A duration with three significant digits in ns, us, ms or s (e.g. '17 ns', '0.523 us', '7.2 ms')."""
+    """A duration with three significant digits in ns, us, ms or s (e.g. '17 ns', '1.00 us', '7.20 ms')."""
     for unit, scale in (("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3)):
         if seconds < 1000 * scale:
             value = seconds / scale
-            return f"{value:.0f} {unit}" if unit == "ns" else f"{value:.3g} {unit}"
-    return f"{seconds:.3g} s"
+            return f"{value:.0f} {unit}" if unit == "ns" else f"{_three_digits(value)} {unit}"
+    return f"{_three_digits(seconds)} s"
+
+
+def _three_digits(x: float) -> str:
+    """Three significant digits, trailing zeros kept (1.00, 58.4, 509)."""
+    return f"{x:#.3g}".rstrip(".")
 
 
 def fmt_ratio(r: float) -> str:
