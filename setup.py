@@ -12,7 +12,7 @@ only compares timestamps). And because build_ext skips an extension whose .so is
 sources, every extension is rebuilt whenever the build configuration (directives, compiler
 flags, macros, Cython and Python versions) differs from the one that built the existing .so files.
 
-MEMRL_OPENMP=0 builds the fused SAC updates without OpenMP (same results, only slower).
+The fused updates run paired work on a POSIX thread of their own (-pthread; no OpenMP).
 """
 import glob
 import hashlib
@@ -59,9 +59,8 @@ DIRECTIVES = {
 COMPILE_ARGS = ["-O1", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 MACROS = [("MEMRL_DEBUG_BUILD", "1" if DEBUG else "0")]
 
-# The fused SAC updates run the two critic updates on two threads with OpenMP.
-OPENMP = os.environ.get("MEMRL_OPENMP", "1") not in ("", "0")
-OPENMP_MODULES = {"memrl/_core/_sac.pyx"}
+# The fused SAC updates run paired work on a POSIX thread of their own (memrl/_core/_sac.pyx).
+THREADED_MODULES = {"memrl/_core/_sac.pyx"}
 
 
 def _digest(value) -> str:
@@ -73,12 +72,12 @@ C_DIR = os.path.join("build", "cython", f"{MODE}-{_digest([DIRECTIVES, Cython.__
 
 extensions = []
 for path in sorted(glob.glob("memrl/_core/_*.pyx")):
-    threaded = OPENMP and path in OPENMP_MODULES
+    threaded = path in THREADED_MODULES
     extensions.append(Extension(
         path[:-4].replace("/", "."), [path],
         define_macros=list(MACROS),
-        extra_compile_args=COMPILE_ARGS + (["-fopenmp"] if threaded else []),
-        extra_link_args=["-fopenmp"] if threaded else [],
+        extra_compile_args=COMPILE_ARGS + (["-pthread"] if threaded else []),
+        extra_link_args=["-pthread"] if threaded else [],
     ))
 
 # Everything that makes two builds of the same sources differ.

@@ -1,12 +1,12 @@
-"""GRU layer forward + backward through time: memrl against torch.nn.GRU, one thread.
+"""The README's GRU table: one GRU layer's forward + backward through time, memrl against torch.nn.GRU.
 
-    python bench/bench_gru.py [--smoke] [--repeats N]
+    python bench/bench_gru.py [--repeats 31] [--smoke]
 
-For each (T, B, I, H) prints the median microseconds of one forward + backward (all parameter,
-input and initial-state gradients) for memrl (float32, exact gates, and fast gates) and for
-torch.nn.GRU (float32, autograd, ``torch.set_num_threads(1)``) when torch is installed, the
-ratio torch/memrl, and memrl's GFLOP/s (counting the six products of forward and backward:
-12 T B 3H (I + H) flops).
+For each (T, B, I, H) prints the median time of one forward + backward (all parameter, input and
+initial-state gradients) for memrl (float32, exact gates, with its GFLOP/s, and fast gates) and
+for torch.nn.GRU (float32, autograd, ``torch.set_num_threads(1)``) when torch is installed, and
+the ratio torch / memrl (exact gates). GFLOP/s counts the six products of forward and backward:
+2 * 3 * T * B * 3H * (I + H) flops.
 """
 import argparse
 import sys
@@ -58,30 +58,32 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repetitions (CI)")
     parser.add_argument("--repeats", type=int, default=31)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats: expected a positive integer")
     sizes = SMOKE_SIZES if args.smoke else SIZES
     repeats = 3 if args.smoke else args.repeats
     try:
-        import torch  # noqa: F401
+        import torch
         have_torch = True
     except ImportError:
-        have_torch = False
-    print(f"# {_common.machine()}; torch {'installed' if have_torch else 'not installed'}")
-    print(f"{'T':>3} {'B':>4} {'I':>4} {'H':>4} | {'memrl us':>10} {'GFLOP/s':>8} | {'fast us':>9} | "
-          f"{'torch us':>10} {'GFLOP/s':>8} | {'torch/memrl':>11} {'torch/fast':>10}")
+        torch, have_torch = None, False
+    print(f"# {_common.machine()}; load average {_common.load()}; torch "
+          f"{torch.__version__ if have_torch else 'not installed'}; float32, one thread, median of {repeats}")
+    rows = []
     for T, B, I, H in sizes:
-        inner = max(1, int(2e7 / flops(T, B, I, H)))
+        inner = 5 if args.smoke else max(1, int(2e7 / flops(T, B, I, H)))
         t_exact = _common.median_time(memrl_fn(T, B, I, H, "exact"), repeats=repeats, inner=inner)
         t_fast = _common.median_time(memrl_fn(T, B, I, H, "fast"), repeats=repeats, inner=inner)
-        f = flops(T, B, I, H)
-        row = (f"{T:>3} {B:>4} {I:>4} {H:>4} | {t_exact * 1e6:>10.1f} {f / t_exact / 1e9:>8.1f} | "
-               f"{t_fast * 1e6:>9.1f} | ")
+        row = [f"{T}, {B}, {I}, {H}", f"{_common.fmt_time(t_exact)} ({flops(T, B, I, H) / t_exact / 1e9:.1f} GFLOP/s)",
+               _common.fmt_time(t_fast)]
         if have_torch:
             t_torch = _common.median_time(torch_fn(T, B, I, H), repeats=repeats, inner=inner)
-            row += (f"{t_torch * 1e6:>10.1f} {f / t_torch / 1e9:>8.1f} | {t_torch / t_exact:>11.2f} "
-                    f"{t_torch / t_fast:>10.2f}")
+            row += [_common.fmt_time(t_torch), _common.fmt_ratio(t_torch / t_exact)]
         else:
-            row += f"{'-':>10} {'-':>8} | {'-':>11} {'-':>10}"
-        print(row, flush=True)
+            row += ["-", "-"]
+        rows.append(row)
+    print(_common.markdown_table(["T, B, I, H", "memrl (exact gates)", "memrl (fast gates)", "torch.nn.GRU",
+                                  "torch / memrl"], rows))
     return 0
 
 

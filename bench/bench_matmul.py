@@ -1,11 +1,15 @@
-"""Where plain loops beat BLAS: time the seam's two routes over square-ish product sizes.
+"""The README's matrix-product table: both routes of memrl's BLAS seam, per product, in a C loop.
 
-    python bench/bench_matmul.py [--smoke]
+    python bench/bench_matmul.py [--repeats 51] [--sweep] [--smoke]
 
-Prints microseconds per product for ``A (M, K) @ B (K, N)`` (the GRU's NN shape) and
-``A @ B.T`` through ``gemm_small`` and ``gemm_blas`` (scipy.linalg.cython_blas), float32, one
-thread, median of many repetitions, plus NumPy's matmul for reference. The crossover sets
-``SMALL_GEMM_MAX_WORK`` in memrl/_core/_blas.pyx.
+For each product memrl's kernels compute (the chapter's GRU, the Pendulum networks, acting) prints
+the time of one product through ``gemm_small`` (plain loops) and ``gemm_blas``
+(``scipy.linalg.cython_blas``, SciPy's OpenBLAS pinned to one thread), float32, each the median
+over ``--repeats`` of a C loop of the same product (``memrl._core._blas.repeat``), in the form
+the kernels call it (``A @ B`` or ``A @ B^T`` with B stored (N, K)), OpenBLAS's multiply-adds
+per second, and the route ``gemm`` takes for it (``SMALL_GEMM_MAX_WORK``). ``--sweep`` adds the
+crossover table over many sizes (with NumPy's matmul, one Python call per product, for
+reference), which is how ``SMALL_GEMM_MAX_WORK`` in memrl/_core/_blas.pyx was chosen.
 """
 import argparse
 import sys
@@ -16,34 +20,72 @@ import numpy as np
 import memrl  # noqa: F401  (pins SciPy's OpenBLAS to one thread)
 from memrl._core import _blas
 
+# (M, K, N, B stored transposed, what computes it)
+PRODUCTS = [
+    (4, 16, 48, False, "chapter recurrent step"),
+    (204, 16, 48, True, "chapter input projection"),
+    (64, 64, 192, False, "recurrent step, B 64, H 64"),
+    (256, 256, 768, False, "recurrent step, B 256, H 256"),
+    (100, 64, 64, True, "Pendulum hidden layer, forward"),
+    (100, 64, 64, False, "Pendulum hidden layer, input gradient"),
+    (1, 16, 2, True, "acting: the chapter's policy output"),
+]
+SMOKE_PRODUCTS = [(4, 16, 48, False, "chapter recurrent step"), (1, 16, 2, True, "acting: the chapter's policy output")]
+SWEEP = [(1, 16, 2), (1, 8, 8), (4, 4, 4), (2, 16, 4), (4, 8, 8), (8, 8, 8), (4, 16, 48), (4, 48, 16), (16, 16, 16), (4, 64, 192), (16, 16, 48), (24, 24, 24), (32, 32, 32),
+         (204, 16, 48), (48, 204, 16), (48, 48, 48), (100, 64, 64), (64, 64, 192), (256, 256, 768)]
+
+
+def label(M, K, N, trans_b, what):
+    shape = f"{M}x{K} @ ({N}x{K})^T" if trans_b else f"{M}x{K} @ {K}x{N}"
+    return f"{shape} ({what})" if what else shape
+
+
+def time_routes(M, K, N, trans_b, repeats, rng):
+    """Seconds per product through the loops and through BLAS (medians of C loops)."""
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    out = np.zeros((M, N), np.float32)
+    inner = max(1, int(2e6 / (M * N * K + 1000)))
+    t = {}
+    for route in ("small", "blas"):
+        t[route] = _common.median_time(
+            lambda: _blas.repeat(A, B, out, trans_b=trans_b, route=route, n=inner), repeats=repeats) / inner
+    return t["small"], t["blas"], A, B, out
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repetitions (CI)")
+    parser.add_argument("--repeats", type=int, default=51)
+    parser.add_argument("--sweep", action="store_true", help="also print the crossover table over many sizes")
+    parser.add_argument("--smoke", action="store_true", help="two products, few repetitions (CI)")
     args = parser.parse_args(argv)
-    shapes = [(4, 48, 16), (8, 8, 8)] if args.smoke else [
-        (4, 48, 16), (4, 16, 48), (16, 16, 16), (4, 192, 64), (16, 48, 16), (24, 24, 24), (32, 32, 32),
-        (204, 48, 16), (48, 16, 204), (48, 48, 48), (100, 64, 64), (64, 192, 64), (256, 768, 256)]
-    repeats = 3 if args.smoke else 51
-    print(f"# {_common.machine()}")
-    print(f"{'M':>5} {'N':>5} {'K':>5} {'work':>10} | {'trans_b':>7} | {'small us':>9} {'blas us':>9} "
-          f"{'numpy us':>9} | {'small/blas':>10}")
+    if args.repeats < 1:
+        parser.error("--repeats: expected a positive integer")
+    products = SMOKE_PRODUCTS if args.smoke else PRODUCTS
+    repeats = 3 if args.smoke else args.repeats
+    limit = _blas.get_small_gemm_max_work()
     rng = np.random.default_rng(0)
-    for M, N, K in shapes:
-        for trans_b in (False, True):
-            A = rng.standard_normal((M, K)).astype(np.float32)
-            B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
-            out = np.zeros((M, N), np.float32)
-            inner = max(1, int(2e6 / (M * N * K + 1000)))
-            t_small = _common.median_time(
-                lambda: _blas.repeat(A, B, out, trans_b=trans_b, route="small", n=inner), repeats=repeats) / inner
-            t_blas = _common.median_time(
-                lambda: _blas.repeat(A, B, out, trans_b=trans_b, route="blas", n=inner), repeats=repeats) / inner
-            Bn = B.T if trans_b else B
-            t_np = _common.median_time(lambda: np.matmul(A, Bn, out=out), repeats=repeats, inner=10)
-            print(f"{M:>5} {N:>5} {K:>5} {M * N * K:>10} | {str(trans_b):>7} | {t_small * 1e6:>9.2f} "
-                  f"{t_blas * 1e6:>9.2f} {t_np * 1e6:>9.2f} | {t_small / t_blas:>10.2f}")
-    print("(small and blas: per product, timed in a C loop as the kernels call them; numpy: one Python call each)")
+    print(f"# {_common.machine()}; load average {_common.load()}; float32, one thread, median of {repeats}")
+    rows = []
+    for M, K, N, trans_b, what in products:
+        t_small, t_blas, *_ = time_routes(M, K, N, trans_b, repeats, rng)
+        rows.append([label(M, K, N, trans_b, what), _common.fmt_time(t_small), _common.fmt_time(t_blas),
+                     f"{M * K * N / t_blas / 1e9:.1f} G", "plain loops" if M * N * K <= limit else "OpenBLAS"])
+    print(_common.markdown_table(["product", "plain loops", "SciPy OpenBLAS", "OpenBLAS multiply-adds/s",
+                                  "`gemm` uses"], rows))
+    if args.sweep or args.smoke:
+        sweep = [(4, 16, 48), (8, 8, 8)] if args.smoke else SWEEP
+        rows = []
+        for M, K, N in sweep:
+            for trans_b in (False, True):
+                t_small, t_blas, A, B, out = time_routes(M, K, N, trans_b, repeats, rng)
+                Bn = B.T if trans_b else B
+                t_np = _common.median_time(lambda: np.matmul(A, Bn, out=out), repeats=repeats, inner=10)
+                rows.append([label(M, K, N, trans_b, ""), M * N * K, _common.fmt_time(t_small),
+                             _common.fmt_time(t_blas), _common.fmt_time(t_np), f"{t_small / t_blas:.2f}"])
+        print(f"\nCrossover (`gemm` uses the loops up to {limit} multiply-adds; NumPy: one Python call per product)")
+        print(_common.markdown_table(["product", "multiply-adds", "plain loops", "SciPy OpenBLAS", "NumPy matmul",
+                                      "loops / OpenBLAS"], rows))
     return 0
 
 

@@ -1,16 +1,18 @@
-"""A preset's training loop, timed phase by phase and part by part (no evaluations).
+"""The README's whole-loop table: a preset's training loop timed part by part (no evaluations).
 
-    python bench/bench_training.py [--preset memory-chapter] [--env ENV] [--steps N] [--seed 1]
-                                   [--threads 2] [--repeats 1] [--no-reference] [--smoke]
+    python bench/bench_training.py [--run PRESET[@ENV] ...] [--steps 20000] [--repeats 1] [--seed 1]
+                                   [--threads 2] [--no-reference] [--smoke]
 
-Runs the loop with the compiled updates and then, as the baseline measured in the same run, with
-the NumPy reference updates (the same numbers, bit for bit, only slower), and prints for each:
-steps/s in each phase of the schedule (random warm-up, critics only, critics + actor), the time
-per step spent in the critic updates, the actor update, acting, the environment, the replay
-(adding and sampling) and the rest (Python glue), and the speed-up of the compiled loop. With
-``--repeats R`` each is run R times and medians are printed. ``--env gymnasium:Pendulum-v1``
-times the feed-forward presets on Gymnasium's own Pendulum. A fixed matrix product timed before and
-after shows whether the machine's speed drifted during the run.
+For each run (default: the README's ``memory-chapter`` and ``pendulum-sac@gymnasium:Pendulum-v1``,
+i.e. the preset on Gymnasium's own Pendulum) runs the loop with the compiled updates and then, as
+the baseline measured in the same process, with the NumPy reference updates (the same numbers,
+bit for bit, only slower), and prints one Markdown table with a column for each: the time per
+step spent in the critic updates, the actor update, acting, the environment, the replay (adding
+and sampling) and the rest (Python glue), the total, the speed-up of the compiled loop, and a
+fixed matrix product timed before and after the column's runs (if the two differ, the machine's
+speed drifted meanwhile). A second table gives steps/s in each phase of the schedule (random
+warm-up, critics only, critics + actor). With ``--repeats R`` each is run R times and medians are
+printed.
 """
 import argparse
 import resource
@@ -100,52 +102,94 @@ def machine_probe() -> float:
     return 1e6 * _common.median_time(lambda: _blas.repeat(a, b, out, n=200), repeats=15) / 200
 
 
+PARTS = ["critic updates", "actor update", "acting", "environment", "replay", "rest (Python glue)"]
+PHASES = ["random warm-up", "critics only", "critics + actor"]
+
+
 def median_of(runs, get):
-    values = [get(r) for r in runs]
-    return statistics.median(values)
+    return statistics.median(get(r) for r in runs)
 
 
-def report(label, runs):
-    print(f"\n## {label} (median of {len(runs)})")
-    print(f"{'phase':<18} {'steps/s':>9}")
-    for phase in runs[0]["rates"]:
-        print(f"{phase:<18} {median_of(runs, lambda r: r['rates'][phase]):>9.0f}")
-    print(f"{'part':<20} {'us/step':>8}")
-    for part in runs[0]["per_step"]:
-        print(f"{part:<20} {median_of(runs, lambda r: r['per_step'][part]):>8.1f}")
-    wall = median_of(runs, lambda r: r["wall"])
-    print(f"total {wall:.2f} s")
-    return wall
+def column(cfg, seed, repeats):
+    """Median per-part us/step, wall time and phase rates of ``repeats`` runs of ``cfg``, with
+    the machine probe before and after."""
+    before = machine_probe()
+    runs = [time_run(cfg, seed) for _ in range(repeats)]
+    after = machine_probe()
+    return {"per_step": {p: median_of(runs, lambda r: r["per_step"].get(p, 0.0)) for p in PARTS},
+            "wall": median_of(runs, lambda r: r["wall"]),
+            "rates": {p: median_of(runs, lambda r: r["rates"][p]) for p in PHASES if p in runs[0]["rates"]},
+            "probe": (before, after)}
+
+
+def parse_run(text):
+    """'PRESET' or 'PRESET@ENV' -> (preset, env or None, column title)."""
+    name, _, env = text.partition("@")
+    if not name or (_ and not env):
+        raise ValueError(f"--run: expected PRESET or PRESET@ENV, got {text!r}")
+    if not env:
+        return name, None, name
+    title = f"{name} on Gymnasium" if env.startswith("gymnasium:") else f"{name} on {env}"
+    return name, env, title
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="memory-chapter")
-    parser.add_argument("--env", default=None, help="e.g. gymnasium:Pendulum-v1 (default: the preset's)")
+    parser.add_argument("--run", action="append", default=None, metavar="PRESET[@ENV]",
+                        help="a preset, optionally on another environment (repeatable; default: memory-chapter "
+                             "and pendulum-sac@gymnasium:Pendulum-v1)")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, choices=(1, 2))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="skip the NumPy reference baseline")
-    parser.add_argument("--smoke", action="store_true", help="a tiny run for CI")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs for CI")
     args = parser.parse_args(argv)
-    cfg = preset(args.preset).replace(total_steps=args.steps, threads=args.threads)
-    if args.env is not None:
-        cfg = cfg.replace(environment=args.env, environment_kwargs={})
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats: expected positive integers")
     if args.smoke:
-        cfg = cfg.replace(total_steps=400, n_warmup_steps=100, n_warmup_steps_critic=100, n_warmup_steps_actor=200)
-        if cfg.environment == "memory":
-            cfg = cfg.replace(environment_kwargs={**cfg.environment_kwargs, "episode_step_limit": 150})
-    print(f"# {_common.machine()}; preset {args.preset}, environment {cfg.environment}, {cfg.total_steps} steps, "
-          f"{args.threads} thread(s), seed {args.seed}")
-    probe_start = machine_probe()
-    fused = report("compiled updates", [time_run(cfg, args.seed) for _ in range(args.repeats)])
+        runs = args.run or ["memory-chapter", "pendulum-sac@pendulum"]
+    else:
+        runs = args.run or ["memory-chapter", "pendulum-sac@gymnasium:Pendulum-v1"]
+    try:
+        runs = [parse_run(r) for r in runs]
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"# {_common.machine()}; load average {_common.load()}; {args.steps if not args.smoke else 400} steps, "
+          f"{args.threads} thread(s), seed {args.seed}, median of {args.repeats}")
+    titles, columns, speedups, replay_batches = [], [], [], set()
+    for name, env, title in runs:
+        cfg = preset(name).replace(total_steps=args.steps, threads=args.threads)
+        if env is not None:
+            cfg = cfg.replace(environment=env, environment_kwargs={})
+        if args.smoke:
+            cfg = cfg.replace(total_steps=400, n_warmup_steps=100, n_warmup_steps_critic=100, n_warmup_steps_actor=200)
+            if cfg.environment == "memory":
+                cfg = cfg.replace(environment_kwargs={**cfg.environment_kwargs, "episode_step_limit": 150})
+        replay_batches.add(1 if cfg.shared_batch else 3)
+        compiled = column(cfg, args.seed, args.repeats)
+        titles.append(f"{title}, compiled")
+        columns.append(compiled)
+        speedups.append(None)
+        if not args.no_reference:
+            reference = column(cfg.replace(fused=False), args.seed, args.repeats)
+            titles.append(f"{title}, reference")
+            columns.append(reference)
+            speedups[-1] = reference["wall"] / compiled["wall"]
+            speedups.append(None)
+    batches = f"{replay_batches.pop()} batches" if len(replay_batches) == 1 else "batches"
+    labels = {"critic updates": "critic updates (both)", "replay": f"replay (add + {batches})"}
+    rows = [[labels.get(part, part)] + [f"{c['per_step'][part]:.1f}" for c in columns] for part in PARTS]
+    rows.append(["total"] + [f"{c['wall']:.2f} s" for c in columns])
     if not args.no_reference:
-        reference = report("NumPy reference updates (baseline)",
-                           [time_run(cfg.replace(fused=False), args.seed) for _ in range(args.repeats)])
-        print(f"\nspeed-up of the compiled loop over the reference: {reference / fused:.2f}x")
-    print(f"machine probe (100x64 @ 64x64 sgemm): {probe_start:.2f} us before, {machine_probe():.2f} us after")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
+        rows.append(["speed-up"] + [_common.fmt_ratio(s) if s else "" for s in speedups])
+    rows.append(["machine probe before / after (us)"] + [f"{c['probe'][0]:.2f} / {c['probe'][1]:.2f}" for c in columns])
+    print(_common.markdown_table(["per step (us)"] + titles, rows))
+    print()
+    rates = [[phase] + [f"{c['rates'][phase]:.0f}" if phase in c["rates"] else "" for c in columns] for phase in PHASES]
+    print(_common.markdown_table(["steps/s"] + titles, rates))
+    print(f"# machine probe: one 100x64 @ 64x64 float32 product through memrl's BLAS seam (median); "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
     return 0
 
 
