@@ -53,7 +53,7 @@ def test_python_m_memrl_in_an_unbuilt_clone_runs_the_built_copy(unbuilt_clone):
     env = clean_env(PYTHONPATH=str(BUILT_PACKAGE.parent))
     result = run([sys.executable, "-m", "memrl", "--help"], unbuilt_clone, env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: memrl [-h] {train,presets,plot}")
+    assert result.stdout.startswith("usage: python -m memrl [-h] [--version] COMMAND")
     assert result.stderr == ""
     code = ("import sys, memrl, memrl.loop, memrl._core._sac as sac\n"
             "print(memrl.__file__); print(memrl.loop.__file__); print(sac.__file__)\n"

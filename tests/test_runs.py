@@ -211,7 +211,7 @@ def test_kills_at_random_moments_change_nothing(tmp_path):
     """SIGKILL at random moments (during updates, checkpoint writes, between steps), resuming each
     time, until the run finishes: metrics, checkpoint and policy equal an uninterrupted run's."""
     whole, run = tmp_path / "whole", tmp_path / "run"
-    args = ["--seed", "6", "--steps", "700", "--set", "checkpoint_interval=40", *SMALL]
+    args = ["--seed", "6", "--steps", "3000", "--set", "checkpoint_interval=40", *SMALL]
     out = cli("train", "memory-chapter", "--log-dir", str(whole), "--quiet", *args)
     assert out.returncode == 0, out.stderr
     rng = np.random.default_rng(11)
