@@ -364,6 +364,16 @@ def _callback_class():
     return SweepCallback
 
 
+def _experiment_name(folder: str) -> str:
+    """A new folder name under ``folder`` for this invocation's Tune records: its start time."""
+    base = time.strftime("%Y-%m-%d_%H-%M-%S")
+    name, count = base, 1
+    while os.path.exists(os.path.join(folder, name)):
+        count += 1
+        name = f"{base}-{count}"
+    return name
+
+
 def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str | None = None,
               num_cpus: int | None = None, scheduler: str | None = None, metric: str = "mean_return",
               mode: str = "max", grace_period: int | None = None, reduction_factor: float = 4,
@@ -458,7 +468,7 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
             trial_name_creator=lambda trial: trial.config["trial"]["name"],
             trial_dirname_creator=lambda trial: trial.config["trial"]["name"].replace("/", "_"))
         run_config = tune.RunConfig(
-            name=time.strftime("%Y-%m-%d_%H-%M-%S"), storage_path=os.path.join(log_dir, TUNE_FOLDER),
+            name=_experiment_name(os.path.join(log_dir, TUNE_FOLDER)), storage_path=os.path.join(log_dir, TUNE_FOLDER),
             callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=max_failures), verbose=0)
         tuner = tune.Tuner(tune.with_resources(run_trial, trial_resources),
