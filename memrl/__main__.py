@@ -404,7 +404,11 @@ def _sweep(args) -> int:
         return 130
     except (ValueError, TypeError, OSError, ImportError, RunDirectoryError) as exc:
         return _error(exc)
-    print(f"sweep: {len(result.trials)} trials in {result.elapsed_s:.1f} s; run directories in {result.log_dir}")
+    states = list(result.states.values())
+    started = {"new": states.count("new"), "continued": states.count("resume") + states.count("restart"),
+               "already done": states.count("finished") + states.count("stopped")}
+    print(f"sweep: {len(result.trials)} trials in {result.elapsed_s:.1f} s "
+          f"({', '.join(f'{n} {what}' for what, n in started.items())}); run directories in {result.log_dir}")
     for name, message in sorted(result.failed.items()):
         print(f"memrl: trial {name} failed: {message}", file=sys.stderr)
     if result.failed:

@@ -34,7 +34,10 @@ is a new Tune experiment over all the planned trials, and each trial looks at it
   records of its ``metrics.jsonl`` to Tune at once, so every invocation's Tune results hold every
   trial's whole history and a scheduler rebuilds its rungs from them.
 
-Results replayed from disk carry ``replayed=True``. A directory holding a run of another seed or
+Results replayed from disk carry ``replayed=True``; the scheduler records them in its rungs but
+stops no trial on them (the trial went past them before, or was stopped on them already). A
+trial reports its last step's record only once ``train`` has returned and the run directory is
+complete (a scheduler may end a trial at any report, and ASHA does at ``max_t``). A directory holding a run of another seed or
 another configuration is refused before anything starts (only the fields a resumed run may change,
 ``memrl.loop.RESUME_CHANGEABLE``, may differ; a larger ``--steps`` extends finished trials). With a
 scheduler, which trials it stops depends, as for ASHA in any asynchronous run, on the order in
@@ -239,14 +242,18 @@ def reported_metrics(record: dict, total_steps: int, replayed: bool) -> dict:
 
 
 class _Reporter:
-    """The hook reporting each evaluation to Tune; before the first one of a resumed run it replays
-    the records the run kept from before its checkpoint (they are in metrics.jsonl by then)."""
+    """The hook reporting each evaluation to Tune. Before the first one of a resumed run it replays
+    the records the run kept from before its checkpoint (they are in metrics.jsonl by then). The
+    last step's record is held back until ``finish()``, called once ``train`` has returned: a
+    scheduler may stop the trial at any report (ASHA does at ``max_t``), and Tune then ends the
+    trial's process, which must not happen before the run has written its policy."""
 
     def __init__(self, run_dir: str, total_steps: int, report: Callable[[dict], None], replay_first: bool):
         self.run = RunDirectory(run_dir)
         self.total_steps = total_steps
         self.report = report
         self.replay_first = replay_first
+        self.held: dict | None = None
 
     def replay(self, below: float = float("inf")) -> None:
         for record in self.run.read_metrics():
@@ -257,7 +264,16 @@ class _Reporter:
         if self.replay_first:
             self.replay_first = False
             self.replay(below=record["step"])
-        self.report(reported_metrics(record, self.total_steps, replayed=False))
+        metrics = reported_metrics(record, self.total_steps, replayed=False)
+        if record["step"] >= self.total_steps:
+            self.held = metrics
+        else:
+            self.report(metrics)
+
+    def finish(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.report(held)
 
 
 def run_trial(params: dict) -> None:
@@ -289,6 +305,7 @@ def run_trial(params: dict) -> None:
     finally:
         if board is not None:
             board.close()
+    reporter.finish()
 
 
 def trial_resources(params: dict):
@@ -335,7 +352,8 @@ def _callback_class():
         def on_trial_result(self, iteration, trials, trial, result, **info):
             name = trial.config["trial"]["name"]
             step, total = result.get("step"), result.get("total_steps")
-            if result.get("done") and step is not None and total is not None and step < total:
+            if result.get("done") and not result.get("replayed") and step is not None and total is not None \
+                    and step < total:
                 # A result marked done before the last step: the scheduler (or a stopper) stopped
                 # the trial. Recorded so that a restarted sweep does not train it further.
                 marker = os.path.join(self.run_dirs[name], STOPPED)
@@ -362,6 +380,22 @@ def _callback_class():
                 self.print_fn(f"{name}: failed: {text}")
 
     return SweepCallback
+
+
+def _asha_class():
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class ReplayingASHAScheduler(ASHAScheduler):
+        """Tune's ASHA, except that results replayed from disk (``replayed=True``) only fill its
+        rungs: they never stop a trial. A trial's replayed records are ones it already went past
+        without being stopped (or, for a trial stopped early, ones that led to its stop, which is
+        already recorded), so the decisions made on them stand."""
+
+        def on_trial_result(self, tune_controller, trial, result):
+            action = super().on_trial_result(tune_controller, trial, result)
+            return TrialScheduler.CONTINUE if result.get("replayed") else action
+
+    return ReplayingASHAScheduler
 
 
 def _experiment_name(folder: str) -> str:
@@ -453,11 +487,9 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
     try:
         tune_scheduler = None
         if scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
             total = max(t.config.total_steps for t in trials)
             grace = grace_period or min(t.config.evaluation_interval for t in trials)
-            tune_scheduler = ASHAScheduler(time_attr="step", max_t=total, grace_period=min(grace, total),
+            tune_scheduler = _asha_class()(time_attr="step", max_t=total, grace_period=min(grace, total),
                                            reduction_factor=reduction_factor)
         specs = [{"name": t.name, "seed": t.seed, "point": t.point, "config": t.config.to_dict(),
                   "run_dir": run_dirs[t.name], "tensorboard": bool(tensorboard)} for t in trials]

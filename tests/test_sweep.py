@@ -205,8 +205,15 @@ def test_a_trial_replays_finished_and_stopped_runs_and_resumes_unfinished_ones(t
 
     from memrl.sweep import run_trial
 
-    reported = []
-    monkeypatch.setattr(ray.tune, "report", lambda metrics: reported.append(metrics))
+    reported, finished_first = [], []
+
+    def report(metrics):
+        reported.append(metrics)
+        if metrics["step"] == metrics["total_steps"] and not metrics["replayed"]:
+            # A scheduler may end the trial at this report: the run must be complete by then.
+            finished_first.append(os.path.exists(os.path.join(run, "policy.npz")))
+
+    monkeypatch.setattr(ray.tune, "report", report)
     config = small(600, every=200)
     straight, run = str(tmp_path / "straight"), str(tmp_path / "run")
     train(config, 2, log_dir=straight, print_fn=None)
@@ -218,6 +225,7 @@ def test_a_trial_replays_finished_and_stopped_runs_and_resumes_unfinished_ones(t
     assert records(run) == records(straight)
     assert [(m["step"], m["replayed"]) for m in reported] == [(0, True), (200, True), (400, False), (600, False)]
     assert all(m["total_steps"] == 600 for m in reported)
+    assert finished_first == [True]
     assert [m["mean_return"] for m in reported] == [r["mean_return"] for r in records(straight)]
 
     reported.clear()
@@ -405,3 +413,62 @@ def test_a_killed_sweep_restarted_with_the_same_command_equals_an_uninterrupted_
         assert steps == list(range(0, STEPS + 1, 500))
         replayed = [r["replayed"] for r in trials[name]]
         assert replayed == [name not in unfinished or step < resumed_from[name] for step in steps], name
+
+
+@ray_missing
+def test_replayed_results_fill_ashas_rungs_but_stop_nothing():
+    from ray.tune.schedulers import TrialScheduler
+
+    from memrl.sweep import _asha_class
+
+    class FakeTrial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    scheduler = _asha_class()(time_attr="step", metric="mean_return", mode="max", max_t=800, grace_period=100,
+                              reduction_factor=2)
+    trials = [FakeTrial(str(i)) for i in range(5)]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+
+    def result(trial, value, replayed, step=100):
+        return scheduler.on_trial_result(None, trial, {"step": step, "mean_return": value, "replayed": replayed})
+
+    assert result(trials[0], 10.0, False) == TrialScheduler.CONTINUE
+    assert result(trials[1], 5.0, True) == TrialScheduler.CONTINUE  # below the cutoff 10, but replayed
+    assert result(trials[2], 1.0, False) == TrialScheduler.STOP
+    # The rung holds 10, 5 and 1 (cutoff: their median 5); without the replayed 5 it would be 5.5.
+    assert result(trials[3], 5.2, False) == TrialScheduler.CONTINUE
+    assert result(trials[4], 9.0, True, step=800) == TrialScheduler.CONTINUE  # max_t: ASHA's STOP, replayed
+
+
+@ray_missing
+def test_an_asha_sweep_stops_trials_consistently_and_a_rerun_changes_nothing(tmp_path):
+    """Trials stopped early end at the step of their last record, marked, without a policy; the others
+    finish with their policy (ASHA stops every trial at max_t, after the run is complete)."""
+    log_dir = tmp_path / "asha"
+    command = ["sweep", "pendulum-sac", "--seeds", "1-4", "--steps", "1000", "--set", "evaluation_interval=250",
+               "--set", "n_evaluation_episodes=2", "--set", "checkpoint_interval=250", "--log-dir", str(log_dir),
+               "--scheduler", "asha", "--grace-period", "250", "--reduction-factor", "2", "--quiet"]
+    out = cli(*command)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (trials,) = tune_results(log_dir)
+    contents = {}
+    for seed in range(1, 5):
+        run = log_dir / f"seed-{seed}"
+        steps = [r["step"] for r in records(run)]
+        assert [r["step"] for r in trials[f"seed-{seed}"]] == steps
+        if (run / STOPPED).exists():
+            stop = json.loads((run / STOPPED).read_text())["step"]
+            assert stop == steps[-1] < 1000 and not (run / "policy.npz").exists()
+            assert trials[f"seed-{seed}"][-1]["done"] is True
+        else:
+            assert steps[-1] == 1000 and (run / "policy.npz").exists()
+        contents[seed] = (run / "metrics.jsonl").read_text(), sorted(os.listdir(run))
+    out = cli(*command)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(0 new, 0 continued, 4 already done)" in out.stdout
+    for seed in range(1, 5):
+        run = log_dir / f"seed-{seed}"
+        assert contents[seed] == ((run / "metrics.jsonl").read_text(), sorted(os.listdir(run)))
+    assert all(r["replayed"] for results in tune_results(log_dir)[-1].values() for r in results)
