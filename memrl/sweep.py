@@ -416,9 +416,10 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
     """Run ``trials`` (from :func:`plan_trials`) as a Ray Tune experiment; their run directories go
     under ``log_dir`` (see the module doc for the layout and for restarting).
 
-    ``address``: a running Ray cluster (``ray.init(address=...)``); None starts a local Ray with
-    ``num_cpus`` CPUs (default: all cores) for the sweep and stops it at the end (an already
-    initialised Ray is used as it is). ``scheduler="asha"`` stops trials early with Tune's
+    ``address``: a running Ray cluster (``ray.init(address=...)``, e.g. ``"auto"`` for the one
+    ``ray start`` runs on this machine); None starts a new local Ray with ``num_cpus`` CPUs
+    (default: all cores) for the sweep and stops it at the end (a Ray already initialised in
+    this process is used as it is). ``scheduler="asha"`` stops trials early with Tune's
     ``ASHAScheduler`` on ``metric`` (``mode`` ``"max"`` or ``"min"``), with the environment step as
     its time (``max_t = total_steps``, ``grace_period`` steps, default the evaluation interval,
     and ``reduction_factor``). ``max_failures``: how often Tune retries a failed trial (each retry
@@ -459,6 +460,8 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
         raise ValueError(f"--max-failures: expected a non-negative integer, got {max_failures!r}")
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
         raise ValueError(f"num_cpus: expected a positive integer, got {num_cpus!r}")
+    if num_cpus is not None and address is not None:
+        raise ValueError("--cpus: sets the local Ray's CPUs; a cluster (--address) has its own")
     if tensorboard:
         from memrl.tensorboard import TensorBoardHook
 
@@ -481,8 +484,10 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
         if address is not None:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                     logging_level="WARNING")
+            # address="local": a new Ray for this sweep, even where `ray start` left a cluster that
+            # ray.init() would otherwise join.
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, logging_level="WARNING")
         started_ray = True
     try:
         tune_scheduler = None

@@ -141,7 +141,8 @@ def test_sweep_cli_mistakes_are_one_line_and_leave_nothing(tmp_path):
                            (["--seeds", "1", "--grid", "gamma=2"], "gamma: expected a value <= 1.0"),
                            (["--seeds", "1", "--set", "nope=1"], "unknown key"),
                            (["--seeds", "1", "--metric", "nope"], "--metric: expected one of"),
-                           (["--seeds", "1", "--steps", "0"], "--steps: expected a positive integer")):
+                           (["--seeds", "1", "--steps", "0"], "--steps: expected a positive integer"),
+                           (["--seeds", "1", "--cpus", "1", "--address", "auto"], "--cpus: sets the local Ray")):
         out = cli("sweep", "pendulum-sac", "--log-dir", str(log_dir), *args)
         assert out.returncode == 2, (args, out.stderr)
         lines = out.stderr.strip().splitlines()
