@@ -341,7 +341,8 @@ def add_sweep_parser(sub) -> None:
                     "Run the same command again to continue a killed or interrupted sweep: unfinished trials "
                     "resume from their last checkpoints bit for bit, finished ones are not rerun. " + VALUE_HELP + ".",
         epilog="Example: python -m memrl sweep memory-chapter --seeds 1-5 --grid gamma=0.9,0.99 --log-dir "
-               "sweeps/gamma, then python -m memrl report sweeps/gamma. Exit status 1 if a trial failed.")
+               "sweeps/gamma, then python -m memrl report sweeps/gamma. Exit status 1 if a trial failed, 130 if "
+               "the sweep was interrupted before every trial finished.")
     sweep.add_argument("preset", help=f"one of: {', '.join(sorted(PRESETS))}")
     sweep.add_argument("--seeds", required=True, metavar="SEEDS", help="seeds, e.g. 1-5, 1,3,7 or 0-2,9")
     sweep.add_argument("--log-dir", required=True, metavar="DIR",
@@ -367,7 +368,7 @@ def add_sweep_parser(sub) -> None:
     sweep.add_argument("--mode", choices=("max", "min"), default="max", help="maximise (default) or minimise --metric")
     sweep.add_argument("--grace-period", type=int, default=None, metavar="STEPS",
                        help="ASHA: steps before a trial can be stopped (default: the evaluation interval)")
-    sweep.add_argument("--reduction-factor", type=float, default=4, help="ASHA: reduction factor (default 4)")
+    sweep.add_argument("--reduction-factor", type=float, default=4, metavar="RF", help="ASHA: reduction factor (default 4)")
     sweep.add_argument("--max-failures", type=int, default=0, metavar="N",
                        help="retry a failed trial up to N times, resuming from its last checkpoint (default 0)")
     add_tensorboard_argument(sweep)
@@ -415,6 +416,10 @@ def _sweep(args) -> int:
         print(f"memrl: {len(result.failed)} trial(s) failed; run the same command again to retry them "
               f"(from their last checkpoints)", file=sys.stderr)
         return 1
+    if result.unfinished:
+        print(f"memrl: sweep interrupted with {len(result.unfinished)} trial(s) unfinished; run the same command "
+              f"again to continue them from their last checkpoints", file=sys.stderr)
+        return 130
     print(f"summary: python -m memrl report {args.log_dir}")
     return 0
 

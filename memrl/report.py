@@ -179,6 +179,9 @@ def _rliable():
         from rliable import library
     except ImportError as error:
         raise ImportError(INSTALL_HINT) from error
+    except Exception as error:  # rliable 1.2 under pandas 3: a TypeError from arch's import
+        raise ImportError(f"rliable is installed but fails to import ({type(error).__name__}: {error}); "
+                          f"{INSTALL_HINT}") from error
     return library
 
 

@@ -42,7 +42,11 @@ another configuration is refused before anything starts (only the fields a resum
 ``memrl.loop.RESUME_CHANGEABLE``, may differ; a larger ``--steps`` extends finished trials). With a
 scheduler, which trials it stops depends, as for ASHA in any asynchronous run, on the order in
 which results arrive; each trial's numbers up to where it stopped are still those of the same run
-made alone. On a cluster, DIR must be a file system every node sees at the same path.
+made alone. On a cluster, memrl must be installed on every node and DIR must be a file system
+every node sees at the same path (the trials write their run directories there).
+
+Interrupting a sweep (Ctrl-C) lets Tune end it; the trials stop where they are and the same
+command continues them. ``SweepResult.unfinished`` lists them (the CLI exits with status 130).
 """
 from __future__ import annotations
 
@@ -324,12 +328,14 @@ class SweepResult:
     """What :func:`run_sweep` returns: the trials, their states when the sweep started (``"new"``,
     ``"resume"``, ``"restart"``, ``"finished"``, ``"stopped"``), Tune's ``ResultGrid`` (``results``;
     ``result.config["trial"]["name"]`` is the trial's name), the trials that failed (name ->
-    message), the sweep directory and the wall time in seconds."""
+    message), the names of the trials whose run is neither finished nor stopped early at the end
+    (failed, or the sweep was interrupted), the sweep directory and the wall time in seconds."""
 
     trials: list[Trial]
     states: dict[str, str]
     results: object
     failed: dict[str, str]
+    unfinished: list[str]
     log_dir: str
     elapsed_s: float
 
@@ -435,7 +441,9 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
         from ray import tune
         from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     except ImportError as error:
-        raise ImportError(INSTALL_HINT) from error
+        if getattr(error, "name", None) and error.name.split(".")[0] != "ray":
+            raise  # Ray is there, but something it imports is not
+        raise ImportError(f"{INSTALL_HINT} ({error})") from error
     if not trials:
         raise ValueError("trials: expected at least one trial, got none")
     names = [t.name for t in trials]
@@ -530,5 +538,8 @@ def run_sweep(trials: list[Trial], log_dir: str | os.PathLike, *, address: str |
         if result.error is not None:
             name = result.config["trial"]["name"]
             failed.setdefault(name, " ".join(str(result.error).split())[-300:])
-    return SweepResult(trials=trials, states=states, results=results, failed=failed, log_dir=log_dir,
-                       elapsed_s=time.perf_counter() - start)
+    # The run directories say what is done (an interrupted Tune run returns normally).
+    unfinished = [t.name for t in trials
+                  if run_state(run_dirs[t.name], t.config, t.seed) not in ("finished", "stopped")]
+    return SweepResult(trials=trials, states=states, results=results, failed=failed, unfinished=unfinished,
+                       log_dir=log_dir, elapsed_s=time.perf_counter() - start)

@@ -168,12 +168,14 @@ def test_report_command_prints_and_writes_markdown_and_csv(tmp_path):
         assert bad.returncode == 2 and bad.stderr.startswith("memrl: error:") and fragment in bad.stderr, bad.stderr
 
 
-def test_missing_rliable_gives_the_install_hint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [ImportError("No module named 'rliable'"),
+                                   TypeError("deprecate_kwarg() missing 1 required positional argument")])
+def test_missing_or_broken_rliable_gives_the_install_hint(tmp_path, monkeypatch, error):
     real_import = builtins.__import__
 
     def no_rliable(name, *args, **kwargs):
         if name.startswith("rliable"):
-            raise ImportError(f"No module named {name!r}")
+            raise error
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_rliable)
