@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
     train.add_argument("--log-every", type=int, default=10_000, metavar="STEPS",
                        help="progress line interval when output is not a terminal (default 10000)")
+    add_tensorboard_argument(train)
 
     presets = sub.add_parser("presets", help="list the presets, or show one's settings")
     presets.add_argument("name", nargs="?", default=None, help="show this preset's settings as JSON")
@@ -192,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("-o", "--output", required=True, metavar="FILE",
                       help="image to write; the format follows the extension (.png, .pdf, .svg)")
+    from memrl.plot import add_aggregate_arguments
+
+    add_aggregate_arguments(plot)
+    add_sweep_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -241,8 +247,10 @@ def _train(args) -> int:
                                  f"one of {', '.join(sorted(PRESETS))}")
             config = preset(args.preset).replace(**changes).validate()
             log_dir, resume = args.log_dir, False
+        hooks = tensorboard_hooks(args, log_dir)
         result = train(config, seed=args.seed, log_dir=log_dir, resume=resume, overwrite=args.overwrite,
-                       print_fn=report.print, progress=report, progress_interval=report.interval)
+                       print_fn=report.print, progress=report, progress_interval=report.interval, hooks=hooks)
+        close_hooks(hooks)
     except TrainingDiverged as exc:
         report.close()
         print(f"memrl: training diverged: {exc} (checkpoints already written are intact)", file=sys.stderr)
@@ -295,12 +303,166 @@ def _export(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# TensorBoard, sweeps and reports (memrl.tensorboard, memrl.sweep, memrl.report)
+# ---------------------------------------------------------------------------------------------
+
+def add_tensorboard_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write every evaluation (and the configuration as hyperparameters) as TensorBoard "
+                             "event files in the run directory: tensorboard --logdir DIR (pip install "
+                             "'memrl[tensorboard]')")
+
+
+def tensorboard_hooks(args, log_dir: str | None) -> list:
+    """``[TensorBoardHook(log_dir)]`` with ``--tensorboard``, else []; ValueError without a run directory."""
+    if not getattr(args, "tensorboard", False):
+        return []
+    if log_dir is None:
+        raise ValueError("--tensorboard: needs --log-dir DIR (the event files go into the run directory)")
+    from memrl.tensorboard import TensorBoardHook
+
+    return [TensorBoardHook(log_dir)]
+
+
+def close_hooks(hooks: list) -> None:
+    for hook in hooks:
+        close = getattr(hook, "close", None)
+        if close is not None:
+            close()
+
+
+def add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="run seeds x settings as trials on Ray Tune, each a run directory (pip install 'memrl[sweep]')",
+        description="Run a preset for every seed and grid point as trials on Ray Tune (an embedded local Ray with "
+                    "one trial per core, each on one thread, or a running cluster with --address). Each trial is "
+                    "an ordinary run directory DIR/<key=value,...>/seed-<seed> trained as 'memrl train' trains it. "
+                    "Run the same command again to continue a killed or interrupted sweep: unfinished trials "
+                    "resume from their last checkpoints bit for bit, finished ones are not rerun. " + VALUE_HELP + ".",
+        epilog="Example: python -m memrl sweep memory-chapter --seeds 1-5 --grid gamma=0.9,0.99 --log-dir "
+               "sweeps/gamma, then python -m memrl report sweeps/gamma. Exit status 1 if a trial failed, 130 if "
+               "the sweep was interrupted before every trial finished.")
+    sweep.add_argument("preset", help=f"one of: {', '.join(sorted(PRESETS))}")
+    sweep.add_argument("--seeds", required=True, metavar="SEEDS", help="seeds, e.g. 1-5, 1,3,7 or 0-2,9")
+    sweep.add_argument("--log-dir", required=True, metavar="DIR",
+                       help="the sweep's directory: one run directory per trial, and Tune's records in DIR/_tune")
+    sweep.add_argument("--steps", type=int, default=None, help="total environment steps of every trial")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="values to sweep over, e.g. --grid gamma=0.9,0.99 (repeatable: the trials are the "
+                            "cartesian product, times the seeds)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a configuration field of every trial (repeatable), as for train")
+    sweep.add_argument("--env", default=None, metavar="NAME", help="train on another environment, as for train")
+    sweep.add_argument("--algorithm", choices=("sac", "td3"), default=None, help="override the preset's algorithm")
+    sweep.add_argument("--address", default=None, metavar="ADDR",
+                       help="a running Ray cluster (as for ray.init(address=...), e.g. auto or 10.0.0.1:6379); DIR "
+                            "must then be on a file system every node sees at the same path. Default: a local Ray")
+    sweep.add_argument("--cpus", type=int, default=None, metavar="N",
+                       help="CPUs of the local Ray (default: all cores); each trial takes 'threads' of them (1)")
+    sweep.add_argument("--scheduler", choices=("asha",), default=None,
+                       help="stop unpromising trials early with Tune's ASHA scheduler on --metric")
+    sweep.add_argument("--metric", default="mean_return",
+                       help="the scheduler's metric: a field of every evaluation record, e.g. mean_return (default) "
+                            "or probe_accuracy (memory task)")
+    sweep.add_argument("--mode", choices=("max", "min"), default="max", help="maximise (default) or minimise --metric")
+    sweep.add_argument("--grace-period", type=int, default=None, metavar="STEPS",
+                       help="ASHA: steps before a trial can be stopped (default: the evaluation interval)")
+    sweep.add_argument("--reduction-factor", type=float, default=4, metavar="RF", help="ASHA: reduction factor (default 4)")
+    sweep.add_argument("--max-failures", type=int, default=0, metavar="N",
+                       help="retry a failed trial up to N times, resuming from its last checkpoint (default 0)")
+    add_tensorboard_argument(sweep)
+    sweep.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def _sweep(args) -> int:
+    from memrl.run import RunDirectoryError
+    from memrl.sweep import parse_grid, parse_seeds, plan_trials, run_sweep
+
+    if args.steps is not None and args.steps < 1:
+        return _error(f"--steps: expected a positive integer, got {args.steps}")
+    if args.cpus is not None and args.cpus < 1:
+        return _error(f"--cpus: expected a positive integer, got {args.cpus}")
+    try:
+        seeds = parse_seeds(args.seeds)
+        changes = parse_overrides(args.overrides)
+        if args.env is not None:
+            changes.update(environment=args.env, environment_kwargs={})
+        if args.algorithm is not None:
+            changes["algorithm"] = args.algorithm
+        if args.steps is not None:
+            changes["total_steps"] = args.steps
+        grid = parse_grid(args.grid, _parse_value)
+        threads = None if "threads" in changes or "threads" in grid else 1
+        trials = plan_trials(preset(args.preset).replace(**changes), seeds, grid, threads=threads)
+        print_fn = None if args.quiet else (lambda line: print(line, flush=True))
+        result = run_sweep(trials, args.log_dir, address=args.address, num_cpus=args.cpus, scheduler=args.scheduler,
+                           metric=args.metric, mode=args.mode, grace_period=args.grace_period,
+                           reduction_factor=args.reduction_factor, max_failures=args.max_failures,
+                           tensorboard=args.tensorboard, print_fn=print_fn)
+    except KeyboardInterrupt:
+        print("memrl: sweep interrupted (run the same command again to continue it)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, RunDirectoryError) as exc:
+        return _error(exc)
+    states = list(result.states.values())
+    started = {"new": states.count("new"), "continued": states.count("resume") + states.count("restart"),
+               "already done": states.count("finished") + states.count("stopped")}
+    print(f"sweep: {len(result.trials)} trials in {result.elapsed_s:.1f} s "
+          f"({', '.join(f'{n} {what}' for what, n in started.items())}); run directories in {result.log_dir}")
+    for name, message in sorted(result.failed.items()):
+        print(f"memrl: trial {name} failed: {message}", file=sys.stderr)
+    if result.failed:
+        print(f"memrl: {len(result.failed)} trial(s) failed; run the same command again to retry them "
+              f"(from their last checkpoints)", file=sys.stderr)
+        return 1
+    if result.unfinished:
+        print(f"memrl: sweep interrupted with {len(result.unfinished)} trial(s) unfinished; run the same command "
+              f"again to continue them from their last checkpoints", file=sys.stderr)
+        return 130
+    print(f"summary: python -m memrl report {args.log_dir}")
+    return 0
+
+
+def add_report_parser(sub) -> None:
+    report = sub.add_parser(
+        "report", help="a table per setting over seeds: IQM and 95%% bootstrap CIs (pip install 'memrl[report]')",
+        description="Group the run directories found in the given folders by configuration apart from the seed and "
+                    "print, per setting, the final and best evaluation return (and the count-probe accuracy on the "
+                    "memory task) as interquartile means with 95% stratified-bootstrap confidence intervals "
+                    "(rliable, fixed seed), and the wall time per run.")
+    report.add_argument("runs", nargs="+", metavar="DIR", help="run directories, or folders holding them (a sweep's)")
+    report.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="also write the table: .md (Markdown) or .csv (every number at full precision)")
+    report.add_argument("--statistic", choices=("iqm", "mean"), default="iqm",
+                        help="interquartile mean (default) or mean over runs")
+    report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+
+
+def _report(args) -> int:
+    from memrl.report import report, warn_stderr
+
+    try:
+        table = report(args.runs, args.output, reps=args.reps, statistic=args.statistic, warn=warn_stderr)
+    except (ValueError, OSError, ImportError) as exc:
+        return _error(exc)
+    print(table, end="")
+    if args.output is not None:
+        print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "plot":
         from memrl.plot import main as plot_main
 
-        return plot_main([*args.runs, "-o", args.output])
+        return plot_main([*args.runs, "-o", args.output, *(["--aggregate"] if args.aggregate else []),
+                          "--statistic", args.statistic, "--reps", str(args.reps)])
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "presets":
         return _presets(args)
     if args.command == "export":
