@@ -116,15 +116,21 @@ def main(argv=None):
                                 "the README's three)")
             p.add_argument("--steps", type=int, default=None, help="added to every run")
     opts = parser.parse_args(argv)
+    keep = False
     if opts.smoke:
-        root = tempfile.mkdtemp(prefix="memrl-learning-smoke-")
+        # Tiny runs of both tables, or of the one named (`--smoke seeds --log-root DIR` keeps its
+        # run directories in DIR, named as a full run names them: the README's test runs it so).
+        keep = opts.command is not None and opts.log_root is not None
+        root = os.path.abspath(opts.log_root) if keep else tempfile.mkdtemp(prefix="memrl-learning-smoke-")
         sets = [x for item in SMOKE_SETTINGS[1::2] + ["environment_kwargs.episode_step_limit=100"]
                 for x in ("--set", item)]
-        seeds = parser.parse_args(["seeds", "--seeds", "1", "2", "--steps", "200", "--probe-from", "100",
+        seeds = parser.parse_args(["seeds", "--seeds", "1", "2", "3", "--steps", "200", "--probe-from", "100",
                                    "--returns-at", "100", "200", *sets])
         commands = parser.parse_args(["commands", "--seeds", "1", "2", "--steps", "200",
                                       "--run", "pendulum-sac " + " ".join(SMOKE_SETTINGS) + " # memrl's Pendulum"])
         todo = [(seeds_table, seeds), (commands_table, commands)]
+        if opts.command is not None:
+            todo = [todo[0] if opts.command == "seeds" else todo[1]]
     elif opts.command is None:
         parser.error("expected 'seeds', 'commands' or --smoke")
     else:
@@ -146,7 +152,7 @@ def main(argv=None):
         print(f"bench_learning: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if opts.smoke:
+        if opts.smoke and not keep:
             shutil.rmtree(root, ignore_errors=True)
     print(f"# load average {_common.load()} at the end")
     return 0

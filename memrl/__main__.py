@@ -1,7 +1,8 @@
 """Command line: ``python -m memrl train memory-chapter --seed 1 --steps 200000 --log-dir runs/s1``.
 
 Subcommands: ``train`` (a preset, or ``--resume`` a run directory), ``presets`` (list them, or
-show one), ``export`` (a policy file from a run's checkpoint), ``plot`` (learning curves).
+show one), ``export`` (a policy file from a run's checkpoint), ``plot`` (learning curves),
+``sweep`` (seeds x settings on Ray Tune) and ``report`` (IQM and confidence intervals per setting).
 Mistakes (an unknown preset, a bad value, an environment that does not exist or cannot be used, a
 run directory that already holds a run, a missing optional extra) print one ``memrl: error:``
 line and exit with status 2, leaving no new run directory behind; a run that diverges (non-finite

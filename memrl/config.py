@@ -139,7 +139,9 @@ class Config:
     fused: bool = True
     """Run the updates through the compiled kernels (float32); False uses the NumPy reference."""
     threads: int = 2
-    """Threads for the two critic updates of a step (1 or 2); results do not depend on it."""
+    """1 or 2: with 2, a worker thread takes one task of each pair of update tasks (the two critics'
+    gradients, their Adam steps, the actor update's two critic passes) while a core is free, and
+    the run falls back to one thread while the cores are busy; results do not depend on it."""
 
     # -- RLtools quirks (for parity only) -------------------------------------------------------
     rltools_critic_backward_ignores_resets: bool = False

@@ -7,7 +7,8 @@
 * ``checkpoints/step_<step>.npz``: the whole training state every ``checkpoint_interval`` steps
   and at the last step (the newest ``keep_checkpoints`` kept; :mod:`memrl.checkpoint`);
 * ``policy.npz``: the trained actor, runnable with NumPy alone (written when the run finishes;
-  ``python -m memrl export`` makes one from any checkpoint).
+  ``python -m memrl export`` makes one from any checkpoint);
+* with ``--tensorboard``, ``events.out.tfevents.*.memrl``: the records as TensorBoard events.
 
 Training into a directory that already holds a run is refused (:class:`RunDirectoryError`):
 continue it with ``resume``, or clear it with ``overwrite`` (which removes only the files above).
@@ -25,6 +26,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 POLICY = "policy.npz"
 ARTEFACTS = (CONFIG, METRICS, CHECKPOINTS, POLICY)
+TENSORBOARD_PREFIX, TENSORBOARD_SUFFIX = "events.out.tfevents.", ".memrl"  # memrl.tensorboard's event files
 
 
 class RunDirectoryError(ValueError):
@@ -45,7 +47,8 @@ class RunDirectory:
         return f"RunDirectory({self.path!r})"
 
     def artefacts(self) -> list[str]:
-        """The run files present (names from ``ARTEFACTS``; an empty checkpoints folder does not count)."""
+        """The run files present (names from ``ARTEFACTS`` and memrl's TensorBoard event files; an
+        empty checkpoints folder does not count)."""
         found = []
         for name in ARTEFACTS:
             full = os.path.join(self.path, name)
@@ -54,6 +57,9 @@ class RunDirectory:
                     found.append(name)
             elif os.path.exists(full):
                 found.append(name)
+        if os.path.isdir(self.path):
+            found += sorted(n for n in os.listdir(self.path) if n.startswith(TENSORBOARD_PREFIX)
+                            and n.endswith(TENSORBOARD_SUFFIX))
         return found
 
     def holds_run(self) -> bool:

@@ -53,7 +53,9 @@ def adapt(command: str) -> list[str] | None:
         elif "--resume" not in argv:
             argv += ["--steps", SMALL_STEPS]
     if argv[0] == "python" and len(argv) > 1 and argv[1].startswith("bench/"):
-        argv = ["python", os.path.join(ROOT, argv[1]), "--smoke"]
+        # the smoke mode; bench_learning keeps its table and run directories (--smoke seeds --log-root DIR)
+        rest = argv[2:] if argv[1].endswith("bench_learning.py") else []
+        argv = ["python", os.path.join(ROOT, argv[1]), "--smoke", *rest]
     argv[0] = sys.executable if argv[0] == "python" else argv[0]
     return argv
 

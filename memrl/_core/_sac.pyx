@@ -171,7 +171,7 @@ cdef extern from *:
     enum { MEMRL_IDLE = 0, MEMRL_POSTED = 1, MEMRL_TAKEN = 2, MEMRL_DONE = 3 };
     /* What happened to an offered task (counted in stats; the first four are outcomes of offers). */
     enum { MEMRL_HELPED = 0,        /* the worker ran it, and finished before the caller slept */
-           MEMRL_LATE = 1,          /* the worker ran it, but the caller had to sleep for it */
+           MEMRL_LATE = 1,          /* the worker ran it, but the caller waited longer than it ran */
            MEMRL_MISSED_AWAKE = 2,  /* the worker was not sleeping yet did not take it: no core */
            MEMRL_MISSED_ASLEEP = 3, /* the worker was asleep and did not wake in time */
            MEMRL_SERIAL = 4,        /* backing off: not offered */
@@ -185,6 +185,7 @@ cdef extern from *:
         int state, sleeping, waiting, in_use, started;  /* atomics; started: 0 no, 1 yes, -1 failed */
         memrl_task fn;
         void *arg;
+        long long task_ns;       /* how long the worker's last task ran (written before DONE) */
         /* settings (read by the worker without a lock: changes take effect at its next spin) */
         long long idle_spin_ns, wait_spin_ns;
         int adaptive;
@@ -201,7 +202,7 @@ cdef extern from *:
 
     static memrl_pool_t memrl_pool = {
         PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-        0, 0, 0, 0, 0, NULL, NULL,
+        0, 0, 0, 0, 0, NULL, NULL, 0,
         1000000, 50000, 1,
         0, 0, MEMRL_BACKOFF_MIN, 0, {0, 0, 0, 0, 0, 0}};
 
@@ -244,7 +245,9 @@ cdef extern from *:
             /* The caller may take the task back at the same moment: whoever wins the exchange runs it. */
             if (__atomic_compare_exchange_n(&p->state, &expected, MEMRL_TAKEN, 0,
                                             __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+                long long started = memrl_now_ns();
                 p->fn(p->arg);
+                p->task_ns = memrl_now_ns() - started;
                 MEMRL_STORE(&p->state, MEMRL_DONE);
                 if (MEMRL_LOAD(&p->waiting)) {
                     pthread_mutex_lock(&p->lock);
@@ -289,23 +292,24 @@ cdef extern from *:
         pthread_attr_destroy(&attr);
     }
 
-    /* The back-off policy. An offer is bad when the worker did not take the task before the
-       caller finished its own, or took it and then made the caller sleep. A spinning worker that
-       misses a task had no core; a sleeping one is asleep because it was off its core or idle for
-       longer than its spin, and waking it costs the caller a system call and the worker CPU that
-       others may need; a worker that makes the caller sleep lost its core mid-task. A run alone
-       on the machine, with pairs coming every few hundred microseconds, has (nearly) none of
-       these. Each bad offer adds MEMRL_STRIKE strikes and each helped one removes one; at
-       MEMRL_STRIKE_LIMIT the next backoff_len pairs run on the caller alone (the worker sleeps),
-       and backoff_len doubles, up to MEMRL_BACKOFF_MAX, while back-offs keep coming within 1024
-       offers of each other. */
+    /* The back-off policy. An offer helped when the pair finished sooner than on the caller
+       alone: the worker took the task and the caller waited for it less than the task ran
+       (HELPED). It was bad when the caller waited longer than that (LATE: the worker started
+       late or lost its core mid-task) or when a spinning worker did not take the task before the
+       caller finished its own (MISSED_AWAKE: it had no core). A worker found asleep (after an
+       idle spell, an evaluation or a back-off) that does not wake in time is a lesser sign
+       (MISSED_ASLEEP: waking takes tens of microseconds on an idle machine too), worth one
+       strike. A run alone on the machine has (nearly) no bad offers. Each bad offer adds
+       MEMRL_STRIKE strikes and each helped one removes one; at MEMRL_STRIKE_LIMIT the next
+       backoff_len pairs run on the caller alone (the worker sleeps), and backoff_len doubles, up
+       to MEMRL_BACKOFF_MAX, while back-offs keep coming within 1024 offers of each other. */
     static void memrl_pool_judge(memrl_pool_t *p, int outcome) {
         p->since_backoff++;
         if (!__atomic_load_n(&p->adaptive, __ATOMIC_RELAXED)) return;
         if (outcome == MEMRL_HELPED) {
             if (p->strikes > 0) p->strikes--;
         } else {
-            p->strikes += MEMRL_STRIKE;
+            p->strikes += outcome == MEMRL_MISSED_ASLEEP ? 1 : MEMRL_STRIKE;
             if (p->strikes >= MEMRL_STRIKE_LIMIT) {
                 if (p->since_backoff > 1024) p->backoff_len = MEMRL_BACKOFF_MIN;
                 p->backoff = p->backoff_len;
@@ -354,8 +358,8 @@ cdef extern from *:
             f1(a1);
             outcome = asleep ? MEMRL_MISSED_ASLEEP : MEMRL_MISSED_AWAKE;
         } else {
-            outcome = MEMRL_HELPED;
-            until = memrl_now_ns() + __atomic_load_n(&p->wait_spin_ns, __ATOMIC_RELAXED);
+            long long waited_from = memrl_now_ns();
+            until = waited_from + __atomic_load_n(&p->wait_spin_ns, __ATOMIC_RELAXED);
             while (MEMRL_LOAD(&p->state) != MEMRL_DONE) {
                 MEMRL_RELAX();
                 if ((++k & 63) == 0 && memrl_now_ns() > until) {
@@ -365,9 +369,10 @@ cdef extern from *:
                         pthread_cond_wait(&p->done, &p->lock);
                     MEMRL_STORE(&p->waiting, 0);
                     pthread_mutex_unlock(&p->lock);
-                    outcome = MEMRL_LATE;
                 }
             }
+            /* faster than running the task here, or not */
+            outcome = memrl_now_ns() - waited_from < p->task_ns ? MEMRL_HELPED : MEMRL_LATE;
             MEMRL_STORE(&p->state, MEMRL_IDLE);
         }
         p->stats[outcome]++;
@@ -404,8 +409,8 @@ _STAT_NAMES = ("helped", "late", "missed_awake", "missed_asleep", "serial", "bus
 
 def pool_stats(bint reset=False):
     """Counts of what happened to the pairs run with two threads since the start (or the last
-    reset): ``helped`` (the worker ran the second task), ``late`` (it did, but the caller slept
-    for it), ``missed_awake`` / ``missed_asleep`` (the caller ran both: the worker had no core /
+    reset): ``helped`` (the worker ran the second task, and the caller waited less than it ran),
+    ``late`` (it did, but the caller waited longer than that), ``missed_awake`` / ``missed_asleep`` (the caller ran both: the worker had no core /
     was asleep), ``serial`` (backing off, not offered), ``busy`` (another thread had the pool);
     plus ``started`` (1 the worker runs, 0 not yet, -1 could not start) and ``backoff`` (pairs
     left to run serially)."""
