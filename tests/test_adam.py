@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from memrl._core import _adam
-from memrl.nn import AdamConfig, Dense, GRU, Sequential
+from memrl.nn import Dense, GRU, Sequential
+from memrl.optim import AdamConfig
 
 
 def adam_reference(p, g, m, v, t, lr, b1, b2, eps, floor=0.0, wd=0.0, clip=0.0, is_bias=None, f=1.0):

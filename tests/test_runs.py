@@ -196,7 +196,7 @@ def test_a_killed_gymnasium_run_resumes_from_its_checkpoint(tmp_path):
     final, meta = latest(run)
     assert meta["step_count"] == 1500
     # the interrupted episode ended (as truncated, not terminated) with the transition before the resume
-    assert final["replay/truncated"][0, reached - 1] == 1 and final["replay/terminated"][0, reached - 1] == 0
+    assert final["replay/episode_end"][0, reached - 1] == 1 and final["replay/terminated"][0, reached - 1] == 0
     steps = [r["step"] for r in records(run)]
     assert steps == [0, 500, 1000, 1500]
     # resuming from the same checkpoint twice gives the same continuation

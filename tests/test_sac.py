@@ -1,7 +1,8 @@
-"""SAC updates: the gradients applied equal float64 finite differences of the stated losses.
+"""SAC updates: the compiled updates' gradients (float64) equal finite differences of the stated losses.
 
 The losses are written here from the formulas (internals 3.3 and 3.4) with explicit loops over
-the window, independently of memrl.sac; only the network forwards (tested elsewhere) are shared.
+the window, independently of the kernels; only the network forwards and the head (tested
+elsewhere) are shared.
 """
 import math
 
@@ -13,6 +14,7 @@ from memrl import testing
 from memrl.config import Config
 from memrl.envs import MemoryEnv
 from memrl.replay import ReplayBuffer, SamplingConfig, SequenceSampler
+from memrl.nn import TanhGaussianHead
 from memrl.sac import SAC
 
 
@@ -38,6 +40,21 @@ def filled_batch(cfg, seed):
     return sampler.sample(rng)
 
 
+def head(agent):
+    cfg = agent.config
+    return TanhGaussianHead(agent.action_dim, log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max,
+                            dtype=agent.dtype)
+
+
+def bind(agent, batch, critic_noise=None, actor_noise=None):
+    """The agent's compiled updates bound to (float64 copies of) this batch and noise."""
+    critic_noise = np.zeros(agent.noise_shape(batch, target=True)) if critic_noise is None else critic_noise
+    actor_noise = np.zeros(agent.noise_shape(batch, target=False)) if actor_noise is None else actor_noise
+    critic_noise = np.ascontiguousarray(critic_noise, agent.dtype)
+    actor_noise = np.ascontiguousarray(actor_noise, agent.dtype)
+    agent.bind([batch, batch], [critic_noise, critic_noise], batch, actor_noise)
+
+
 def spec_critic_loss(agent, i, batch, noise):
     """1/(2 N_f) sum_final (Q_i(o_t, a_t) - y_t)^2, y from the target nets (written from the spec)."""
     cfg = agent.config
@@ -45,17 +62,17 @@ def spec_critic_loss(agent, i, batch, noise):
     d = batch.target_offset
     obs_t = batch.target_observations.astype(np.float64)
     Lt = obs_t.shape[0]
-    pre = agent.actor.forward(obs_t, batch.target_reset).reshape(Lt * B, 2).copy()
-    next_a, next_logp = (v.copy() for v in agent.head.forward(pre, noise))
+    pre = agent.actor.forward(obs_t, batch.target_window_reset).reshape(Lt * B, 2).copy()
+    next_a, next_logp = (v.copy() for v in head(agent).forward(pre, noise))
     next_a, next_logp = next_a.reshape(Lt, B), next_logp.reshape(Lt, B)
     x = np.zeros((Lt, B, 2))
     for s in range(Lt):
         for b in range(B):
             x[s, b, 0] = obs_t[s, b, 0]
-            padding = batch.target_final[s, b]
+            padding = batch.target_window_padding[s, b]
             x[s, b, 1] = next_a[s, b] if padding else batch.target_actions[s, b, 0]
-    q1 = agent.target_critics[0].forward(x, batch.target_reset)[:, :, 0].copy()
-    q2 = agent.target_critics[1].forward(x, batch.target_reset)[:, :, 0].copy()
+    q1 = agent.target_critics[0].forward(x, batch.target_window_reset)[:, :, 0].copy()
+    q2 = agent.target_critics[1].forward(x, batch.target_window_reset)[:, :, 0].copy()
     alpha = agent.alpha
     xq = np.concatenate([batch.current_observations, batch.current_actions], axis=2).astype(np.float64)
     q = agent.critics[i].forward(xq, batch.reset)[:, :, 0]
@@ -81,7 +98,7 @@ def spec_actor_loss(agent, batch, noise):
     L, B = batch.sequence_length, batch.batch_size
     obs = batch.current_observations.astype(np.float64)
     pre = agent.actor.forward(obs, batch.reset).reshape(L * B, 2).copy()
-    a, logp = (v.copy() for v in agent.head.forward(pre, noise))
+    a, logp = (v.copy() for v in head(agent).forward(pre, noise))
     a, logp = a.reshape(L, B), logp.reshape(L, B)
     x = np.zeros((L, B, 2))
     for t in range(L):
@@ -141,8 +158,9 @@ def test_critic_gradient_matches_finite_differences_of_the_stated_loss(c):
     cfg, agent = make_agent(c)
     batch = filled_batch(cfg, c["seed"])
     noise = np.random.default_rng(c["seed"]).standard_normal(agent.noise_shape(batch, target=True))
+    bind(agent, batch, critic_noise=noise)
     for i in range(2):
-        loss = agent.critic_loss_and_grad(i, batch, noise)
+        loss = agent.critic_gradient(i)
         assert_gradient_of_spec(agent.critics[i], agent.critics[i].grads.copy(), loss,
                                 lambda i=i: spec_critic_loss(agent, i, batch, noise), f"critic {i}")
 
@@ -153,7 +171,8 @@ def test_actor_gradient_matches_finite_differences_of_the_stated_loss(c):
     cfg, agent = make_agent(c)
     batch = filled_batch(cfg, c["seed"])
     noise = np.random.default_rng(c["seed"] + 1).standard_normal(agent.noise_shape(batch, target=False))
-    loss, entropy_gap = agent.actor_loss_and_grad(batch, noise)
+    bind(agent, batch, actor_noise=noise)
+    loss, _ = agent.actor_gradient()
     assert_gradient_of_spec(agent.actor, agent.actor.grads.copy(), loss, lambda: spec_actor_loss(agent, batch, noise),
                             "actor")
 
@@ -163,10 +182,11 @@ def test_alpha_gradient_is_the_entropy_gap():
                                  positions="all", alpha=0.5))
     batch = filled_batch(cfg, 3)
     noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False))
-    _, gap = agent.actor_loss_and_grad(batch, noise)
+    bind(agent, batch, actor_noise=noise)
+    _, gap = agent.actor_gradient()
     L, B = batch.sequence_length, batch.batch_size
     pre = agent.actor.forward(batch.current_observations.astype(np.float64), batch.reset).reshape(L * B, 2)
-    _, logp = agent.head.forward(np.ascontiguousarray(pre), noise)
+    _, logp = head(agent).forward(np.ascontiguousarray(pre), noise)
     assert math.isclose(gap, -logp.mean() - agent.target_entropy, rel_tol=1e-12)
     before = agent.alpha
     agent.log_alpha.step(gap)
@@ -178,8 +198,9 @@ def test_frozen_alpha_stays_fixed():
     agent = SAC(cfg, 1, 1, seed=0)
     batch = filled_batch(cfg, 0)
     noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False)).astype(np.float32)
+    bind(agent, batch, actor_noise=noise)
     for _ in range(3):
-        agent.update_actor(batch, noise)
+        agent.update_actor()
     assert agent.alpha == pytest.approx(0.7, rel=1e-12)
 
 
@@ -189,11 +210,15 @@ def test_rltools_quirk_switch_changes_the_actor_gradient_only_through_resets():
     batch = filled_batch(cfg, 5)
     assert batch.reset[1:].any(), "the batch must contain resets inside windows"
     noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False))
-    agent.actor_loss_and_grad(batch, noise)
+    bind(agent, batch, actor_noise=noise)
+    agent.actor_gradient()
     correct = agent.actor.grads.copy()
-    agent.config = cfg.replace(rltools_critic_backward_ignores_resets=True)
-    agent.actor_loss_and_grad(batch, noise)
-    quirky = agent.actor.grads.copy()
+    quirk = SAC(cfg.replace(rltools_critic_backward_ignores_resets=True), 1, 1, seed=c["seed"], dtype=np.float64)
+    for mine, theirs in zip(quirk.networks().values(), agent.networks().values()):
+        mine.params[:] = theirs.params
+    bind(quirk, batch, actor_noise=noise)
+    quirk.actor_gradient()
+    quirky = quirk.actor.grads.copy()
     assert not np.allclose(correct, quirky)
 
 

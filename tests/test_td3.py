@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from memrl.replay import SamplingConfig
 from memrl.td3 import TD3
-from test_sac import assert_gradient_of_spec, filled_batch, tiny_config
+from test_sac import assert_gradient_of_spec, bind, filled_batch, tiny_config
 
 
 def spec_critic_loss(agent, i, batch, noise):
@@ -15,16 +15,16 @@ def spec_critic_loss(agent, i, batch, noise):
     d = batch.target_offset
     obs_t = batch.target_observations.astype(np.float64)
     Lt = obs_t.shape[0]
-    pre = agent.target_actor.forward(obs_t, batch.target_reset)[:, :, 0].copy()
+    pre = agent.target_actor.forward(obs_t, batch.target_window_reset)[:, :, 0].copy()
     x = np.zeros((Lt, B, 2))
     for s in range(Lt):
         for b in range(B):
             x[s, b, 0] = obs_t[s, b, 0]
             smoothed = math.tanh(pre[s, b]) + min(max(cfg.target_policy_noise * noise[s * B + b, 0],
                                                       -cfg.target_noise_clip), cfg.target_noise_clip)
-            x[s, b, 1] = min(max(smoothed, -1.0), 1.0) if batch.target_final[s, b] else batch.target_actions[s, b, 0]
-    q1 = agent.target_critics[0].forward(x, batch.target_reset)[:, :, 0].copy()
-    q2 = agent.target_critics[1].forward(x, batch.target_reset)[:, :, 0].copy()
+            x[s, b, 1] = min(max(smoothed, -1.0), 1.0) if batch.target_window_padding[s, b] else batch.target_actions[s, b, 0]
+    q1 = agent.target_critics[0].forward(x, batch.target_window_reset)[:, :, 0].copy()
+    q2 = agent.target_critics[1].forward(x, batch.target_window_reset)[:, :, 0].copy()
     xq = np.concatenate([batch.current_observations, batch.current_actions], axis=2).astype(np.float64)
     q = agent.critics[i].forward(xq, batch.reset)[:, :, 0]
     total, n = 0.0, 0
@@ -72,8 +72,9 @@ def test_td3_critic_gradient_matches_finite_differences(c):
     cfg, agent = make_agent(c)
     batch = filled_batch(cfg, c["seed"])
     noise = np.random.default_rng(c["seed"]).standard_normal(agent.noise_shape(batch, target=True)) * 2
+    bind(agent, batch, critic_noise=noise)
     for i in range(2):
-        loss = agent.critic_loss_and_grad(i, batch, noise)
+        loss = agent.critic_gradient(i)
         assert_gradient_of_spec(agent.critics[i], agent.critics[i].grads.copy(), loss,
                                 lambda i=i: spec_critic_loss(agent, i, batch, noise), f"critic {i}")
 
@@ -83,12 +84,13 @@ def test_td3_critic_gradient_matches_finite_differences(c):
 def test_td3_actor_gradient_matches_finite_differences(c):
     cfg, agent = make_agent(c)
     batch = filled_batch(cfg, c["seed"])
-    loss = agent.actor_loss_and_grad(batch)
+    bind(agent, batch)
+    loss, _ = agent.actor_gradient()
     grads = agent.actor.grads.copy()
     assert_gradient_of_spec(agent.actor, grads, loss, lambda: spec_actor_loss(agent, batch), "actor")
     # only critic 1 drives the actor (the helper restored the actor's parameters)
     agent.critics[1].params[:] = 0
-    agent.actor_loss_and_grad(batch)
+    agent.actor_gradient()
     np.testing.assert_array_equal(agent.actor.grads, grads)
 
 
@@ -96,7 +98,8 @@ def test_td3_actor_update_moves_the_target_actor_and_explores_within_bounds():
     cfg, agent = make_agent(dict(seed=0, gates="fast", include_first=True))
     batch = filled_batch(cfg, 0)
     before = agent.target_actor.params.copy()
-    agent.update_actor(batch)
+    bind(agent, batch)
+    agent.update_actor()
     np.testing.assert_allclose(agent.target_actor.params, (1 - cfg.tau) * before + cfg.tau * agent.actor.params)
     obs = np.ones((3, 1))
     state = agent.actor.initial_state(3)

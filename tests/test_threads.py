@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from memrl._core import _sac
+from memrl._core import _pool as _sac
 from memrl.config import preset
 from memrl.loop import Trainer
 
@@ -160,7 +160,7 @@ def test_busy_cores_make_the_pool_back_off():
     """With the caller and the worker pinned to one CPU (so each can run only while the other
     is off it) offers fail, and the pool runs most pairs serially instead."""
     out = in_child(f"""
-        from memrl._core import _sac
+        from memrl._core import _pool as _sac
         from memrl.config import preset
         from memrl.loop import Trainer
         t = Trainer(preset("pendulum-sac").replace(**{dict(PENDULUM, total_steps=1500)!r}, threads=2), seed=0)
@@ -182,7 +182,7 @@ def test_busy_cores_make_the_pool_back_off():
 def test_a_process_allowed_one_cpu_starts_no_worker():
     out = in_child(f"""
         os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
-        from memrl._core import _sac
+        from memrl._core import _pool as _sac
         from memrl.config import preset
         from memrl.loop import Trainer
         t = Trainer(preset("pendulum-sac").replace(**{PENDULUM!r}, threads=2), seed=0)

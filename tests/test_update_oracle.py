@@ -85,10 +85,10 @@ def run_compiled_updates(cfg, observation_dim, action_dim, critic_batches, criti
     def snapshot():
         return {name: (net.config(), net.params.copy()) for name, net in nets.items()}
 
-    agent.fuse(critic_batches, critic_noises, actor_batch, actor_noise, threads=cfg.threads)
+    agent.bind(critic_batches, critic_noises, actor_batch, actor_noise)
     out = {"before_critics": snapshot(), "alpha": agent.alpha or 0.0}
-    out["critic_losses"] = agent.update_critics_fused(update_targets)
-    out["targets"] = [update.targets for update in agent._fused_critics]
+    out["critic_losses"] = agent.update_critics(update_targets)
+    out["targets"] = [update.targets for update in agent._critic_updates]
     out["critic_grads"] = [critic.grads.copy() for critic in agent.critics]
     out["before_actor"] = snapshot()
     alpha_gradients = []
@@ -96,7 +96,7 @@ def run_compiled_updates(cfg, observation_dim, action_dim, critic_batches, criti
     if log_alpha is not None:
         step = log_alpha.step
         log_alpha.step = lambda grad: (alpha_gradients.append(grad), step(grad))[1]
-    out["actor_loss"] = agent.update_actor_fused()
+    out["actor_loss"] = agent.update_actor()
     out["actor_grad"] = agent.actor.grads.copy()
     out["alpha_gradients"] = alpha_gradients
     out["alpha_after"] = agent.alpha or 0.0
@@ -283,7 +283,7 @@ def check_batch_masks(batch, windows, replay, L):
     """The batch's masks, rewards, flags and indices must be what its windows imply."""
     B = batch.batch_size
     want = {"reset": np.zeros((L, B), np.uint8), "final": np.zeros((L, B), np.uint8),
-            "next_reset": np.zeros((L + 1, B), np.uint8), "next_final": np.zeros((L + 1, B), np.uint8),
+            "target_reset": np.zeros((L + 1, B), np.uint8), "padding": np.zeros((L + 1, B), np.uint8),
             "transition_index": np.zeros((L + 1, B), np.int64), "rewards": np.zeros((L, B), np.float32),
             "terminated": np.zeros((L, B), np.float32), "stream": np.zeros(B, np.int64),
             "n_segments": np.zeros(B, np.int64)}
@@ -292,9 +292,9 @@ def check_batch_masks(batch, windows, replay, L):
         want["stream"][b] = w.stream
         want["n_segments"][b] = len(w.segments)
         for seg in w.segments:
-            want["reset"][seg.slots[0], b] = want["next_reset"][seg.slots[0], b] = 1
+            want["reset"][seg.slots[0], b] = want["target_reset"][seg.slots[0], b] = 1
             want["final"][seg.slots[-1], b] = 1
-            want["next_final"][seg.pad, b] = 1
+            want["padding"][seg.pad, b] = 1
             if seg.pad < L:
                 want["reset"][seg.pad, b] = 1
             for slot, tr in zip(seg.slots, seg.transitions):
@@ -303,14 +303,14 @@ def check_batch_masks(batch, windows, replay, L):
                 want["terminated"][slot, b] = tr.terminated
             want["transition_index"][seg.pad, b] = replay.ring_index(seg.transitions[-1])
         if w.extra is not None:
-            want["next_reset"][L, b] = 1
+            want["target_reset"][L, b] = 1
             want["transition_index"][L, b] = replay.ring_index(w.extra)
     for name, value in want.items():
         np.testing.assert_array_equal(getattr(batch, name), value, f"batch.{name}")
     first = 0 if batch.include_first_step_in_targets else 1
     assert batch.target_observations.shape[0] == L + 1 - first
-    np.testing.assert_array_equal(batch.target_reset, want["next_reset"][first:], "batch.target_reset")
-    np.testing.assert_array_equal(batch.target_final, want["next_final"][first:], "batch.target_final")
+    np.testing.assert_array_equal(batch.target_window_reset, want["target_reset"][first:], "batch.target_window_reset")
+    np.testing.assert_array_equal(batch.target_window_padding, want["padding"][first:], "batch.target_window_padding")
 
 
 def _uniform_index(u, n):
