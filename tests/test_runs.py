@@ -164,6 +164,11 @@ def test_a_directory_holds_one_run(tmp_path):
 
 # -- 3. Gymnasium runs survive a kill --------------------------------------------------------------
 
+def _checkpoint_steps(run) -> set:
+    folder = run / "checkpoints"
+    return {p.name for p in folder.iterdir() if p.suffix == ".npz"} if folder.is_dir() else set()
+
+
 def _wait_for_checkpoint(proc, run, step, deadline=120):
     end = time.time() + deadline
     path = run / "checkpoints" / f"step_{step:012d}.npz"
@@ -216,19 +221,28 @@ def test_kills_at_random_moments_change_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     rng = np.random.default_rng(11)
     kills = 0
-    for attempt in range(40):
+    for attempt in range(12):
         have_checkpoint = (run / "checkpoints").is_dir() and CheckpointManager(str(run / "checkpoints")).paths()
         command = (["train", "--resume", str(run), "--quiet"] if have_checkpoint else
                    ["train", "memory-chapter", "--log-dir", str(run), "--overwrite", "--quiet", *args])
+        before = _checkpoint_steps(run)
         proc = subprocess.Popen([sys.executable, "-m", "memrl", *command], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        try:
-            proc.wait(timeout=rng.uniform(0.8, 2.5))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
+        if kills < 4:
+            # kill once a random number of new checkpoints exist, a random moment later: inside an
+            # update, a checkpoint write or between steps (the run is never killed before it saved)
+            wanted = int(rng.integers(1, 4))
+            deadline = time.time() + 120
+            while proc.poll() is None and len(_checkpoint_steps(run) - before) < wanted:
+                assert time.time() < deadline, "no progress"
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.03))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+        proc.wait(timeout=300)
         assert proc.returncode == 0, proc.stderr.read()
         break
     else:
