@@ -19,12 +19,14 @@ import numpy as np
 
 from memrl._checks import check_int
 from memrl._core import ACTIVATIONS as ACTIVATION_NAMES, GATE_MODES as GATE_NAMES, _adam, _head
-from memrl._core._network import DENSE, GRU as GRU_KIND, SequencePlan, StepPlan
+from memrl._core._network import LayerKind, SequencePlan, StepPlan
 
 ACTIVATIONS = {name: code for code, name in enumerate(ACTIVATION_NAMES)}
 """Activation name -> kernel code."""
 GATE_MODES = {name: code for code, name in enumerate(GATE_NAMES)}
 """GRU gate mode name -> kernel code."""
+PLAN_COLUMNS = {"W": 0, "W_ih": 0, "b": 1, "b_ih": 1, "W_hh": 2, "b_hh": 3}
+"""Column of each parameter's offset in the plans' offset table (``memrl._core._network``)."""
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_CACHED_SHAPES = 16
 
@@ -97,7 +99,7 @@ class Dense(Layer):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
-        self.kind, self.code = DENSE, ACTIVATIONS[activation]
+        self.kind, self.code = int(LayerKind.DENSE), ACTIVATIONS[activation]
 
     def __repr__(self):
         return f"Dense({self.in_dim}, {self.out_dim}, activation={self.activation!r})"
@@ -126,7 +128,7 @@ class GRU(Layer):
         if gates not in GATE_MODES:
             raise ValueError(f"gates: expected one of {sorted(GATE_MODES)}, got {gates!r}")
         self.in_dim, self.hidden_dim, self.out_dim, self.gates = in_dim, hidden_dim, hidden_dim, gates
-        self.kind, self.code = GRU_KIND, GATE_MODES[gates]
+        self.kind, self.code = int(LayerKind.GRU), GATE_MODES[gates]
 
     def __repr__(self):
         return f"GRU({self.in_dim}, {self.hidden_dim}, gates={self.gates!r})"
@@ -226,13 +228,12 @@ class Sequential:
                     self.is_bias[s.offset:s.offset + s.size] = 1
         self.recurrent = [i for i, layer in enumerate(layers) if isinstance(layer, GRU)]
         # The compiled plans' inputs: [kind, in_dim, out_dim, code] per layer, and the offsets of
-        # each layer's parameters in the flat buffers, in the order parameter_shapes() gives them.
+        # each layer's parameters in the flat buffers ([W | W_ih, b | b_ih, W_hh, b_hh]).
         self.layer_table = np.array([[layer.kind, layer.in_dim, layer.out_dim, layer.code] for layer in layers],
                                     np.int32)
         self.offset_table = np.full((len(layers), 4), -1, np.int64)
-        for i in range(len(layers)):
-            for k, slot in enumerate(s for s in self.slots if s.layer == i):
-                self.offset_table[i, k] = slot.offset
+        for slot in self.slots:
+            self.offset_table[slot.layer, PLAN_COLUMNS[slot.name]] = slot.offset
         self._plans: dict[tuple[int, int], SequencePlan] = {}
         self._forwarded: set[tuple[int, int]] = set()
         self._custom_h0: set[tuple[int, int]] = set()

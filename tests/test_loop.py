@@ -7,7 +7,7 @@ import pytest
 from memrl.__main__ import main
 from memrl.config import PRESETS, Config, preset
 from memrl.loop import Trainer, train
-from memrl.nn import AdamConfig
+from memrl.optim import AdamConfig
 
 
 def small_task(**changes):

@@ -34,15 +34,18 @@ cdef class _Buffers:
     """NumPy arrays a plan allocates and keeps alive, handing out their data pointers."""
     cdef list arrays
     cdef object dtype
+    cdef object last
 
     def __cinit__(self, bint is_double):
         self.arrays = []
         self.dtype = np.float64 if is_double else np.float32
 
     cdef void* new(self, Py_ssize_t rows, Py_ssize_t cols) except NULL:
-        """A zeroed (rows, cols) array (at least one element), kept; returns its data pointer."""
+        """A zeroed (rows, cols) array (at least one element), kept (also as ``last``); returns
+        its data pointer."""
         array = np.zeros((max(rows, 1), max(cols, 1)), self.dtype)
         self.arrays.append(array)
+        self.last = array
         return _data(array)
 
 
@@ -85,10 +88,14 @@ cdef int _bind_parameters(NetPlan* net, int i, layers, offsets, params, grads) e
     if kind not in (DENSE, GRU):
         raise ValueError(f"layers[{i}].kind: expected {int(DENSE)} (dense) or {int(GRU)} (GRU), got {kind}")
     lp.kind = <LayerKind>kind
-    W, b, W_hh, b_hh = (int(v) for v in offsets[i])
-    need = (W, b) if kind == DENSE else (W, b, W_hh, b_hh)
-    if min(need) < 0 or max(need) >= params.shape[0]:
-        raise ValueError(f"offsets[{i}]: expected offsets into params of {params.shape[0]} values, got {need}")
+    cdef Py_ssize_t W = offsets[i, 0], b = offsets[i, 1], W_hh = offsets[i, 2], b_hh = offsets[i, 3]
+    cdef Py_ssize_t I = lp.in_dim, O = lp.out_dim, G = 3 * lp.out_dim
+    # each parameter's (offset, size): it must lie inside the flat buffer
+    extents = [(W, O * I), (b, O)] if kind == DENSE else [(W, G * I), (b, G), (W_hh, G * O), (b_hh, G)]
+    for offset, count in extents:
+        if offset < 0 or offset + count > params.shape[0]:
+            raise ValueError(f"offsets[{i}]: expected {len(extents)} parameter blocks inside params of "
+                             f"{params.shape[0]} values, got offsets {[e[0] for e in extents]}")
     lp.W, lp.b = p + W * size, p + b * size
     if g != NULL:
         lp.dW, lp.db = g + W * size, g + b * size
@@ -140,17 +147,17 @@ cdef class SequencePlan:
             if i > 0 and lp.in_dim != self.net.layers[i - 1].out_dim:
                 raise ValueError(f"layers[{i}].in_dim: expected {self.net.layers[i - 1].out_dim}, got {lp.in_dim}")
             lp.dx = ws.new(N, lp.in_dim)
-            input_grads.append(ws.arrays[-1])
+            input_grads.append(ws.last)
             if lp.kind == DENSE:
                 lp.pre = ws.new(N, lp.out_dim)
                 lp.y = lp.pre if lp.code == 0 else ws.new(N, lp.out_dim)  # identity: y is pre
-                outputs.append(ws.arrays[-1])  # y, or pre itself for the identity
+                outputs.append(ws.last)  # y, or pre itself for the identity
                 lp.dpre = ws.new(N, lp.out_dim)
                 lp.out = lp.y
             else:
                 H = lp.out_dim
                 lp.h = ws.new(N, H)
-                outputs.append(ws.arrays[-1])
+                outputs.append(ws.last)
                 lp.preact = ws.new(N, 3 * H)
                 lp.gates = ws.new(N, 3 * H)
                 lp.hn = ws.new(N, H)
@@ -162,7 +169,7 @@ cdef class SequencePlan:
                 lp.carry = ws.new(B, H)
                 lp.dhp = ws.new(B, H)
                 lp.dh0 = ws.new(B, H)
-                self.initial_state_grads.append(ws.arrays[-1])
+                self.initial_state_grads.append(ws.last)
                 lp.zeros = ws.new(B, H)
                 lp.h0 = lp.zeros
                 lp.h_prev_cont = ws.new(N, H)
@@ -313,7 +320,7 @@ cdef class StepPlan:
                 lp.pre = ws.new(B, lp.out_dim)
                 lp.y = lp.pre if lp.code == 0 else ws.new(B, lp.out_dim)
                 lp.out = lp.y
-                output = ws.arrays[-1]
+                output = ws.last
             else:
                 state = states[k]
                 if state.dtype != params.dtype or state.shape != (B, lp.out_dim) or not state.flags.c_contiguous:
