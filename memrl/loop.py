@@ -19,6 +19,7 @@ progress, policy export) around ``Trainer.step()`` for a whole run in a run dire
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -250,14 +251,9 @@ class Trainer:
         arrays, meta = load_checkpoint(path)
         if "config" not in meta or "seed" not in meta:
             raise CheckpointError(f"{path}: not a training checkpoint (no config or seed)")
-        try:
+        with _inconsistent_contents(path):
             trainer = cls(config if config is not None else Config.from_dict(meta["config"]), int(meta["seed"]))
             restore_training_state(trainer, arrays, meta)
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {path}: inconsistent contents ({type(error).__name__}: {error})") \
-                from error
         return trainer
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -365,19 +361,24 @@ def _resumed_trainer(run: RunDirectory | None, config, seed) -> Trainer:
     if run is None:
         raise ValueError("resume: needs log_dir (the run directory to continue)")
     path, arrays, meta = run.latest_checkpoint()
-    try:
+    with _inconsistent_contents(path):
         saved, saved_seed, step = Config.from_dict(meta["config"]), int(meta["seed"]), int(meta["step_count"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path}: inconsistent contents ({type(error).__name__}: {error})") \
-            from error
     if seed is not None and seed != saved_seed:
         raise RunDirectoryError(f"seed: the run in {run.path!r} has seed {saved_seed}, got {seed}")
     trainer = Trainer(saved if config is None else resume_config(saved, as_config(config), step), saved_seed)
-    try:
+    with _inconsistent_contents(path):
         restore_training_state(trainer, arrays, meta)
+    return trainer
+
+
+@contextlib.contextmanager
+def _inconsistent_contents(path: str):
+    """A checkpoint whose (checksummed) contents do not make a training state raises
+    CheckpointError naming the file, whatever went wrong reading it."""
+    try:
+        yield
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path}: inconsistent contents ({type(error).__name__}: {error})") \
             from error
-    return trainer

@@ -16,6 +16,7 @@ from libc.string cimport memset
 
 import numpy as np
 
+from memrl._core._buffers cimport data_pointer as _data
 from memrl._core._network cimport NetPlan, StepPlan, plan_step
 from memrl._core._head cimport head_fwd
 from memrl._core._activations cimport exact_tanh
@@ -106,14 +107,3 @@ cdef class Acting:
             else:
                 ok = _act(&self.ctx, <const float*>self.ctx.observations, explore)
         return ok
-
-
-cdef void* _data(array) except NULL:
-    cdef float[::1] f
-    cdef double[::1] d
-    flat = array.reshape(-1)
-    if array.dtype == np.float64:
-        d = flat
-        return <void*>&d[0]
-    f = flat
-    return <void*>&f[0]

@@ -23,6 +23,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
+from memrl._core._buffers cimport data_pointer as _data
 from memrl._core._dense cimport dense_fwd, dense_bwd
 from memrl._core._gru cimport gru_fwd, gru_bwd, gru_step_fwd
 
@@ -47,18 +48,6 @@ cdef class _Buffers:
         self.arrays.append(array)
         self.last = array
         return _data(array)
-
-
-cdef void* _data(array) except NULL:
-    """Data pointer of a C-contiguous float32 or float64 array (checked by the typed views)."""
-    cdef float[::1] f
-    cdef double[::1] d
-    flat = array.reshape(-1)
-    if array.dtype == np.float64:
-        d = flat
-        return <void*>&d[0]
-    f = flat
-    return <void*>&f[0]
 
 
 cdef int _check_tables(layers, offsets, params, grads) except -1:

@@ -40,6 +40,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
+from memrl._core._buffers cimport data_pointer as _data
 from memrl._core._network cimport NetPlan, SequencePlan, plan_backward, plan_forward
 from memrl._core._head cimport head_bwd, head_fwd
 from memrl._core._adam cimport adam_kernel, polyak_kernel
@@ -183,20 +184,6 @@ cdef class Optimizer:
             self.a.is_bias = &bias[0]
         self.a.lr, self.a.b1, self.a.b2, self.a.eps = lr, beta1, beta2, eps
         self.a.floor, self.a.wd, self.a.clip, self.a.bias_lr_factor = v_hat_floor, weight_decay, clip, bias_lr_factor
-
-
-cdef void* _data(array) except NULL:
-    """Data pointer of a C-contiguous float32/float64 array (checked by the typed views)."""
-    cdef float[::1] f
-    cdef double[::1] d
-    flat = array.reshape(-1)
-    if flat.shape[0] == 0:
-        raise ValueError("expected a non-empty array")
-    if array.dtype == np.float64:
-        d = flat
-        return <void*>&d[0]
-    f = flat
-    return <void*>&f[0]
 
 
 # ---------------------------------------------------------------------------------------------
