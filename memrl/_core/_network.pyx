@@ -4,7 +4,7 @@ A ``SequencePlan`` binds, once, a Dense/GRU stack's parameter and gradient buffe
 workspace of one (T, B) shape, which it allocates itself, to raw pointers. Each
 ``forward``/``backward`` then crosses from Python into C once, instead of once per layer: handling
 a kernel's dozen buffer arguments costs a few microseconds, as much as a whole GRU time step of the
-chapter's networks. The fused updates (``memrl._core._update``) run the same plans from C. A
+chapter's networks. The updates (``memrl._core._update``) run the same plans from C. A
 ``StepPlan`` is the one-step version for acting, advancing carried states.
 
 Inputs are typed: the layer table (n, 4) int32 ``[kind, in_dim, out_dim, code]`` (kind
