@@ -1,14 +1,12 @@
 """GRU kernels: finite differences, resets, packing, step mode, float32 vs float64."""
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from memrl import testing
-from memrl._core import _blas
 from memrl.nn import GRU, Dense, Sequential
 from gru_reference import gru_forward
+from helpers import plain_loop_products
 
 GATES = ["exact", "fast"]
 
@@ -61,21 +59,6 @@ def test_reset_blocks_gradient_to_previous_step():
     model.forward(x)  # without the reset, gradient reaches earlier steps
     dx = model.backward(dy)
     assert np.any(dx[:3] != 0.0)
-
-
-@contextlib.contextmanager
-def plain_loop_products():
-    """Route every product through the plain loops, whose rows never depend on other rows.
-
-    OpenBLAS may round the last bit of a row differently depending on how many rows a product
-    has (its row blocking), so exact equality of packed and separate runs is a property of the
-    algorithm checked with the loops; with BLAS it holds to about 1e-16 (next test).
-    """
-    old = _blas.set_small_gemm_max_work(2**62)
-    try:
-        yield
-    finally:
-        _blas.set_small_gemm_max_work(old)
 
 
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.sampled_from(GATES), st.integers(0, 1000))
