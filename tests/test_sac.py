@@ -89,11 +89,14 @@ def test_frozen_alpha_stays_fixed():
     assert agent.alpha == pytest.approx(0.7, rel=1e-12)
 
 
-def test_rltools_quirk_switch_changes_the_actor_gradient_only_through_resets():
+@pytest.mark.parametrize("batch_size, seed, internal_resets", [(1, 0, False), (1, 1, True), (3, 5, True)])
+def test_rltools_quirk_switch_changes_the_actor_gradient_only_through_resets(batch_size, seed, internal_resets):
+    """RLtools' reset-ignoring critic backward: on a window without resets after slot 0 the actor's
+    gradient is bit for bit the correct one; with resets inside the window it differs."""
     c = dict(seed=5, gates="fast", next_step=False, include_first=True, positions="all", alpha=1.0)
     cfg, agent = make_agent(c)
-    batch = filled_batch(cfg, 5)
-    assert batch.reset[1:].any(), "the batch must contain resets inside windows"
+    batch = filled_batch(cfg.replace(batch_size=batch_size), seed)
+    assert bool(batch.reset[1:].any()) == internal_resets
     noise = np.random.default_rng(0).standard_normal(agent.noise_shape(batch, target=False))
     bind(agent, batch, actor_noise=noise)
     agent.actor_gradient()
@@ -104,7 +107,12 @@ def test_rltools_quirk_switch_changes_the_actor_gradient_only_through_resets():
     bind(quirk, batch, actor_noise=noise)
     quirk.actor_gradient()
     quirky = quirk.actor.grads.copy()
-    assert not np.allclose(correct, quirky)
+    assert np.abs(correct).max() > 1e-3
+    if internal_resets:
+        # far above float64 rounding (7.5e-4 and more on these batches)
+        assert np.abs(quirky - correct).max() > 1e-6 * np.abs(correct).max()
+    else:
+        np.testing.assert_array_equal(quirky, correct)
 
 
 def test_targets_follow_polyak_formula():
