@@ -58,8 +58,8 @@ def test_actor_gradient_matches_finite_differences_of_the_stated_loss(c):
     noise = np.random.default_rng(c["seed"] + 1).standard_normal(agent.noise_shape(batch, target=False))
     bind(agent, batch, actor_noise=noise)
     loss, _ = agent.actor_gradient()
-    assert_gradient_of_spec(agent.actor, agent.actor.grads.copy(), loss, lambda: spec_sac_actor_loss(agent, batch, noise),
-                            "actor")
+    assert_gradient_of_spec(agent.actor, agent.actor.grads.copy(), loss,
+                            lambda: spec_sac_actor_loss(agent, batch, noise), "actor")
 
 
 def test_alpha_gradient_is_the_entropy_gap():

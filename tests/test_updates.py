@@ -28,7 +28,8 @@ from memrl.replay import SamplingConfig
 from memrl.sac import SAC
 from memrl.td3 import TD3
 from helpers import (adam_config_step, assert_gradient_of_spec, bind, filled_batch, spec_sac_actor_loss,
-                     spec_sac_targets, spec_td3_actor_loss, spec_td3_targets, tanh_gaussian, tiny_config)
+                     spec_sac_critic_loss, spec_sac_targets, spec_td3_actor_loss, spec_td3_critic_loss,
+                     spec_td3_targets, tanh_gaussian, tiny_config)
 
 VALUE_RTOL = 1e-12   # float64 kernels against float64 NumPy: the same operations, other orders
 STEP_RTOL, STEP_ATOL = 1e-13, 1e-16  # Adam: the kernel multiplies by 1 / (1 - b^t), NumPy divides
@@ -126,15 +127,10 @@ def test_critic_gradient_matches_finite_differences(algorithm):
     """One fixed case per algorithm (the drawn ones are in test_sac.py and test_td3.py)."""
     case = CRITIC_CASES["sac-current-step-bonus" if algorithm == "sac" else "td3"]
     agent, batch, critic_noise, _ = make(**case, critic_num_layers=3)
-    loss_of = (lambda: _critic_loss(agent, 0, batch, critic_noise))
+    spec = spec_sac_critic_loss if algorithm == "sac" else spec_td3_critic_loss
     loss = agent.critic_gradient(0)
-    assert_gradient_of_spec(agent.critics[0], agent.critics[0].grads.copy(), loss, loss_of, "critic 0")
-
-
-def _critic_loss(agent, i, batch, noise):
-    y = spec_targets(agent, batch, noise)
-    final = batch.final.astype(bool)
-    return 0.5 * np.sum((critic_values(agent, i, batch) - y)[final] ** 2) / final.sum()
+    assert_gradient_of_spec(agent.critics[0], agent.critics[0].grads.copy(), loss,
+                            lambda: spec(agent, 0, batch, critic_noise), "critic 0")
 
 
 # -- critic: Adam step and target critics ----------------------------------------------------------
