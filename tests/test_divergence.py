@@ -10,6 +10,7 @@ from memrl.checkpoint import CheckpointManager
 from memrl.config import preset
 from memrl.loop import Trainer, train
 from memrl.agent import TrainingDiverged
+from helpers import cli
 
 SPECIAL = st.sampled_from([np.nan, np.inf, -np.inf, np.float32("nan") * -1])
 
@@ -81,15 +82,10 @@ def test_divergence_keeps_the_checkpoints_already_written(tmp_path):
 
 
 def test_cli_exits_3_with_one_line_and_keeps_checkpoints(tmp_path):
-    import subprocess
-    import sys
-
     run = tmp_path / "run"
-    out = subprocess.run(
-        [sys.executable, "-m", "memrl", "train", "pendulum-sac", "--steps", "400", "--log-dir", str(run), "--quiet",
-         "--set", "n_warmup_steps=50", "--set", "n_warmup_steps_critic=50", "--set", "n_warmup_steps_actor=50",
-         "--set", "checkpoint_interval=20", "--set", 'critic_optimizer={"lr": 1e30}'],
-        capture_output=True, text=True, timeout=300)
+    out = cli("train", "pendulum-sac", "--steps", "400", "--log-dir", str(run), "--quiet",
+              "--set", "n_warmup_steps=50", "--set", "n_warmup_steps_critic=50", "--set", "n_warmup_steps_actor=50",
+              "--set", "checkpoint_interval=20", "--set", 'critic_optimizer={"lr": 1e30}')
     assert out.returncode == 3, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memrl: training diverged: step 5")

@@ -2,8 +2,6 @@
 the pool, busy cores make it back off, and it survives concurrent callers and fork()."""
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -13,6 +11,7 @@ import pytest
 from memrl._core import _pool as _sac
 from memrl.config import preset
 from memrl.loop import Trainer
+from helpers import run_python
 
 MEMORY = dict(total_steps=260, n_warmup_steps=80, n_warmup_steps_critic=80, n_warmup_steps_actor=160,
               environment_kwargs={"horizon": 10, "input_probability": None, "episode_step_limit": 120,
@@ -150,7 +149,7 @@ def test_pool_works_in_a_forked_child(pool):
 def in_child(body: str) -> dict:
     """Run ``body`` (which leaves a dict in ``out``) in a fresh Python process; returns ``out``."""
     code = "import json, os\n" + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

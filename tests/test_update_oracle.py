@@ -44,6 +44,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from memrl.config import Config
 from memrl.nn import Sequential
 from memrl.replay import ReplayBuffer, SamplingConfig, SequenceSampler
+from helpers import tanh_gaussian
 
 RTOL, ATOL = 1e-4, 1e-5            # float32 update against float64 oracle: values
 GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-6  # gradient components (unit directions): relative to |g|, absolute
@@ -378,16 +379,6 @@ class Nets64:
 
     def params(self, name):
         return self.nets[name].params
-
-
-def tanh_gaussian(pre, eps, lo, hi):
-    """SAC's head (internals 2.3) for rows pre (N, 2A) and noise eps (N, A): actions, log pi."""
-    A = eps.shape[1]
-    mean, log_std = pre[:, :A], np.clip(pre[:, A:], lo, hi)
-    u = mean + np.exp(log_std) * eps
-    one_minus_a2 = 1.0 / np.cosh(u) ** 2  # = 1 - tanh(u)^2 without cancellation near |a| = 1
-    logp = np.sum(-0.5 * math.log(2 * math.pi) - log_std - 0.5 * eps ** 2 - np.log(one_minus_a2 + 1e-6), axis=1)
-    return np.tanh(u), logp
 
 
 def smoothed(pre, eps, sigma, clip):
