@@ -59,8 +59,8 @@ DIRECTIVES = {
 COMPILE_ARGS = ["-O1", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 MACROS = [("MEMRL_DEBUG_BUILD", "1" if DEBUG else "0")]
 
-# The fused SAC updates run paired work on a POSIX thread of their own (memrl/_core/_sac.pyx).
-THREADED_MODULES = {"memrl/_core/_sac.pyx"}
+# The fused SAC updates run paired work on a POSIX thread of their own (memrl/_core/_pool.pyx).
+THREADED_MODULES = {"memrl/_core/_pool.pyx"}
 
 
 def _digest(value) -> str:

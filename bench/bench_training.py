@@ -5,8 +5,8 @@
 
 For each run (default: the README's ``memory-chapter`` and ``pendulum-sac@gymnasium:Pendulum-v1``,
 i.e. the preset on Gymnasium's own Pendulum) runs the loop with the compiled updates and then, as
-the baseline measured in the same process, with the NumPy reference updates (the same numbers,
-bit for bit, only slower), and prints one Markdown table with a column for each: the time per
+the baseline measured in the same process, with the same updates written in NumPy over memrl's
+networks (``numpy_updates.py``: the same numbers to float32 rounding), and prints one Markdown table with a column for each: the time per
 step spent in the critic updates, the actor update, acting, the environment, the replay (adding
 and sampling) and the rest (Python glue), the total, the speed-up of the compiled loop, and a
 fixed matrix product timed before and after the column's runs (if the two differ, the machine's
@@ -21,6 +21,7 @@ import sys
 import time
 
 import _common
+import numpy_updates
 
 from memrl.config import preset
 from memrl.loop import Trainer
@@ -48,9 +49,12 @@ class _TimedActing:
         self.run = Timed(acting.run)
 
 
-def time_run(cfg, seed):
-    """One run of ``cfg``; returns per-phase steps/s and per-part microseconds per step."""
+def time_run(cfg, seed, numpy_baseline=False):
+    """One run of ``cfg`` (with the NumPy updates if ``numpy_baseline``); returns per-phase
+    steps/s and per-part microseconds per step."""
     trainer = Trainer(cfg, seed=seed)
+    if numpy_baseline:
+        numpy_updates.install(trainer)
     agent = trainer.agent
     parts = {}
 
@@ -59,14 +63,11 @@ def time_run(cfg, seed):
         setattr(owner, name, timed)
         parts.setdefault(part, []).append(timed)
 
-    fused = trainer.fused
-    for name in (("update_critics_fused", "update_targets") if fused else ("update_critic", "update_targets")):
+    for name in ("update_critics", "update_targets"):
         patch(agent, name, "critic updates")
-    patch(agent, "update_actor_fused" if fused else "update_actor", "actor update")
-    if trainer._acting is not None:
-        trainer._acting = _TimedActing(trainer._acting)
-        parts["acting"] = [trainer._acting.run]
-    patch(agent, "act", "acting")
+    patch(agent, "update_actor", "actor update")
+    trainer._acting = _TimedActing(trainer._acting)
+    parts["acting"] = [trainer._acting.run]
     for env in trainer.envs:
         patch(env, "step", "environment")
         patch(env, "reset", "environment")
@@ -110,11 +111,11 @@ def median_of(runs, get):
     return statistics.median(get(r) for r in runs)
 
 
-def column(cfg, seed, repeats):
+def column(cfg, seed, repeats, numpy_baseline=False):
     """Median per-part us/step, wall time and phase rates of ``repeats`` runs of ``cfg``, with
     the machine probe before and after."""
     before = machine_probe()
-    runs = [time_run(cfg, seed) for _ in range(repeats)]
+    runs = [time_run(cfg, seed, numpy_baseline) for _ in range(repeats)]
     after = machine_probe()
     return {"per_step": {p: median_of(runs, lambda r: r["per_step"].get(p, 0.0)) for p in PARTS},
             "wall": median_of(runs, lambda r: r["wall"]),
@@ -142,7 +143,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, choices=(1, 2))
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--no-reference", action="store_true", help="skip the NumPy reference baseline")
+    parser.add_argument("--no-reference", action="store_true", help="skip the NumPy baseline")
     parser.add_argument("--smoke", action="store_true", help="tiny runs for CI")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
@@ -172,8 +173,8 @@ def main(argv=None):
         columns.append(compiled)
         speedups.append(None)
         if not args.no_reference:
-            reference = column(cfg.replace(fused=False), args.seed, args.repeats)
-            titles.append(f"{title}, reference")
+            reference = column(cfg, args.seed, args.repeats, numpy_baseline=True)
+            titles.append(f"{title}, NumPy")
             columns.append(reference)
             speedups[-1] = reference["wall"] / compiled["wall"]
             speedups.append(None)

@@ -23,9 +23,9 @@ _PACKAGE_DIR = _os.path.dirname(_os.path.abspath(__file__))
 
 
 def _has_kernels(package_dir: str) -> bool:
-    """Whether ``package_dir/_core`` holds a compiled ``_sac`` extension for this interpreter."""
+    """Whether ``package_dir/_core`` holds a compiled ``_update`` extension for this interpreter."""
     core = _os.path.join(package_dir, "_core")
-    return any(_os.path.isfile(_os.path.join(core, "_sac" + suffix))
+    return any(_os.path.isfile(_os.path.join(core, "_update" + suffix))
                for suffix in _machinery.EXTENSION_SUFFIXES)
 
 

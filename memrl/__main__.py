@@ -46,6 +46,19 @@ def parse_overrides(overrides: list[str]) -> dict:
     return changes
 
 
+def requested_changes(args) -> dict:
+    """The configuration changes a train or sweep command asks for: ``--set``, ``--env``,
+    ``--algorithm`` and ``--steps``, as keyword arguments of ``Config.replace``."""
+    changes = parse_overrides(args.overrides)
+    if args.env is not None:
+        changes.update(environment=args.env, environment_kwargs={})
+    if args.algorithm is not None:
+        changes["algorithm"] = args.algorithm
+    if args.steps is not None:
+        changes["total_steps"] = args.steps
+    return changes
+
+
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """``key=value`` pairs (``a.b=v`` sets a nested field) applied to ``config``, as ``Config.replace``."""
     return config.replace(**parse_overrides(overrides))
@@ -210,8 +223,8 @@ def _error(message) -> int:
 
 def _train(args) -> int:
     from memrl.checkpoint import CheckpointError
-    from memrl.loop import RESUME_CHANGEABLE, train
-    from memrl.run import RunDirectory, RunDirectoryError
+    from memrl.loop import train
+    from memrl.run import RESUME_CHANGEABLE, RunDirectory, RunDirectoryError
     from memrl.sac import TrainingDiverged
 
     if args.steps is not None and args.steps < 1:
@@ -222,13 +235,7 @@ def _train(args) -> int:
         return _error(f"--log-every: expected a positive integer, got {args.log_every}")
     report = ProgressReport(args.log_every, args.quiet)
     try:
-        changes = parse_overrides(args.overrides)
-        if args.env is not None:
-            changes.update(environment=args.env, environment_kwargs={})
-        if args.algorithm is not None:
-            changes["algorithm"] = args.algorithm
-        if args.steps is not None:
-            changes["total_steps"] = args.steps
+        changes = requested_changes(args)
         if args.resume is not None:
             if args.log_dir not in (None, args.resume):
                 raise ValueError("--log-dir: must be omitted or equal to --resume DIR")
@@ -386,13 +393,7 @@ def _sweep(args) -> int:
         return _error(f"--cpus: expected a positive integer, got {args.cpus}")
     try:
         seeds = parse_seeds(args.seeds)
-        changes = parse_overrides(args.overrides)
-        if args.env is not None:
-            changes.update(environment=args.env, environment_kwargs={})
-        if args.algorithm is not None:
-            changes["algorithm"] = args.algorithm
-        if args.steps is not None:
-            changes["total_steps"] = args.steps
+        changes = requested_changes(args)
         grid = parse_grid(args.grid, _parse_value)
         threads = None if "threads" in changes or "threads" in grid else 1
         trials = plan_trials(preset(args.preset).replace(**changes), seeds, grid, threads=threads)

@@ -426,28 +426,35 @@ def _check_expected_meta(path: str, meta, expect_meta: dict) -> None:
             raise CheckpointError(f"checkpoint {path}: meta[{key!r}]: expected {value!r}, found no such key")
         # Compare as JSON sees it, so (1, 2) and [1, 2] are the same value.
         expected = json.loads(json.dumps(value))
-        difference = _first_difference(expected, meta[key], f"meta[{key!r}]")
+        difference = first_difference(expected, meta[key], f"meta[{key!r}]")
         if difference is not None:
             where, want, got = difference
             raise CheckpointError(f"checkpoint {path}: {where}: expected {want!r}, found {got!r}")
 
 
-def _first_difference(expected, found, where: str):
-    """``(where, expected, found)`` at the first place two JSON values differ, or None."""
+def first_difference(expected, found, where: str, *, dotted: bool = False):
+    """``(where, expected, found)`` at the first place two JSON values differ, or None.
+
+    ``where`` names the place like ``meta['a'][0]``, or ``a.b[0]`` with ``dotted``; a key one side
+    lacks shows as ``"<missing>"``. Numbers compare by value (1 equals 1.0), other types must match.
+    """
+    def key_at(key):
+        return f"{where}.{key}" if dotted else f"{where}[{key!r}]"
+
     if isinstance(expected, dict) and isinstance(found, dict):
         for key in expected:
             if key not in found:
-                return f"{where}[{key!r}]", expected[key], "<missing>"
-            d = _first_difference(expected[key], found[key], f"{where}[{key!r}]")
+                return key_at(key), expected[key], "<missing>"
+            d = first_difference(expected[key], found[key], key_at(key), dotted=dotted)
             if d is not None:
                 return d
         for key in found:
             if key not in expected:
-                return f"{where}[{key!r}]", "<missing>", found[key]
+                return key_at(key), "<missing>", found[key]
         return None
     if isinstance(expected, list) and isinstance(found, list) and len(expected) == len(found):
         for i, (e, f) in enumerate(zip(expected, found)):
-            d = _first_difference(e, f, f"{where}[{i}]")
+            d = first_difference(e, f, f"{where}[{i}]", dotted=dotted)
             if d is not None:
                 return d
         return None

@@ -9,12 +9,46 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from memrl.nn import ACTIVATIONS, GATE_MODES, AdamConfig
-from memrl.replay import SamplingConfig
+from memrl._checks import check_choice as _choice, check_int, check_number
+from memrl._core import ACTIVATIONS, GATE_MODES
+from memrl.optim import AdamConfig
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How sequences are cut from the replay buffer (RLtools ``BATCH_SAMPLING_PARAMETERS``).
+
+    Defaults are the memory chapter's values.
+    """
+
+    include_first_step_in_targets: bool = True
+    """Target nets run on slots 0..L (they also see the first step) instead of 1..L."""
+    always_sample_from_initial_state: bool = False
+    """Every segment starts at the first transition of its episode."""
+    random_seq_length: bool = True
+    """Segments get random target lengths (mixture below) instead of running to the window end."""
+    enable_nominal_sequence_length_probability: bool = True
+    """Mix in full-length segments: length L with ``nominal_sequence_length_probability``."""
+    nominal_sequence_length_probability: float = 0.5
+    """Probability of the full length L; otherwise lengths are uniform on {1..L-1}."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "include_first_step_in_targets", "always_sample_from_initial_state",
+            "random_seq_length", "enable_nominal_sequence_length_probability",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
+        p = self.nominal_sequence_length_probability
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"nominal_sequence_length_probability: expected a number in [0, 1], got {p!r}")
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"nominal_sequence_length_probability: expected a number in [0, 1], got {p}")
+
 
 ALGORITHMS = ("sac", "td3")
 ENVIRONMENTS = ("memory", "pendulum")
@@ -136,8 +170,6 @@ class Config:
     keep_checkpoints: int = 3
 
     # -- execution -------------------------------------------------------------------------------
-    fused: bool = True
-    """Run the updates through the compiled kernels (float32); False uses the NumPy reference."""
     threads: int = 2
     """1 or 2: with 2, a worker thread takes one task of each pair of update tasks (the two critics'
     gradients, their Adam steps, the actor update's two critic passes) while a core is free, and
@@ -214,7 +246,7 @@ class Config:
         _int("threads", self.threads, 1)
         if self.threads > 2:
             raise ValueError(f"threads: expected 1 or 2 (the two critic updates), got {self.threads}")
-        for name in ("fused", "shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
+        for name in ("shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
                      "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets",
                      "rltools_alpha_gradient"):
             if not isinstance(getattr(self, name), bool):
@@ -295,25 +327,12 @@ def _nested(kind, current, value, key):
     return dataclasses.replace(current, **value)
 
 
-def _choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
-
-
 def _int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    check_int(name, value, minimum)
 
 
 def _float(name, value, lo, hi, open_low=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if lo is not None and (value < lo or (open_low and value <= lo)):
-        raise ValueError(f"{name}: expected a value {'>' if open_low else '>='} {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{name}: expected a value <= {hi}, got {value}")
+    check_number(name, value, lo, hi, open_low=open_low)
 
 
 def _feed_forward(**changes) -> Config:

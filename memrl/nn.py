@@ -5,9 +5,9 @@ Adam moments ``adam_m``, ``adam_v``); every layer's weights are named views into
 optimiser step, a Polyak update, a copy or a checkpoint is one operation on one array.
 
 Sequences are time-major: inputs ``(T, B, I)``, outputs ``(T, B, O)``. The activations needed
-for backward live in a workspace allocated once per ``(T, B)`` and reused; the arrays
-``forward`` returns belong to that workspace and are overwritten by the next call with the
-same shape (copy them to keep them).
+for backward live in the workspace of a compiled plan (``memrl._core._network``) allocated once
+per ``(T, B)`` and reused; the arrays ``forward`` returns belong to that plan and are overwritten
+by the next call with the same shape (copy them to keep them).
 """
 from __future__ import annotations
 
@@ -17,11 +17,16 @@ from typing import Sequence
 
 import numpy as np
 
-from memrl._core import _adam, _dense, _gru, _head
-from memrl._core._network import SequencePlan, StepPlan
+from memrl._checks import check_int
+from memrl._core import ACTIVATIONS as ACTIVATION_NAMES, GATE_MODES as GATE_NAMES, _adam, _head
+from memrl._core._network import LayerKind, SequencePlan, StepPlan
 
-ACTIVATIONS = dict(_dense.ACTIVATIONS)
-GATE_MODES = {"exact": _gru.EXACT, "fast": _gru.FAST}
+ACTIVATIONS = {name: code for code, name in enumerate(ACTIVATION_NAMES)}
+"""Activation name -> kernel code."""
+GATE_MODES = {name: code for code, name in enumerate(GATE_NAMES)}
+"""GRU gate mode name -> kernel code."""
+PLAN_COLUMNS = {"W": 0, "W_ih": 0, "b": 1, "b_ih": 1, "W_hh": 2, "b_hh": 3}
+"""Column of each parameter's offset in the plans' offset table (``memrl._core._network``)."""
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_CACHED_SHAPES = 16
 
@@ -67,10 +72,13 @@ def as_mask(name: str, value, shape: tuple) -> np.ndarray | None:
 # --------------------------------------------------------------------------------------------
 
 class Layer:
-    """A layer: parameter shapes, initialisation, and forward/backward over a workspace."""
+    """A layer: its kind and code for the kernels, parameter shapes (in the order the kernels
+    read them), initialisation, and the named views it initialises."""
 
     in_dim: int
     out_dim: int
+    kind: int
+    code: int
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
@@ -91,7 +99,7 @@ class Dense(Layer):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
-        self.act = ACTIVATIONS[activation]
+        self.kind, self.code = int(LayerKind.DENSE), ACTIVATIONS[activation]
 
     def __repr__(self):
         return f"Dense({self.in_dim}, {self.out_dim}, activation={self.activation!r})"
@@ -110,20 +118,6 @@ class Dense(Layer):
         self.p["W"][...] = rng.uniform(-bound, bound, self.p["W"].shape)
         self.p["b"][...] = rng.uniform(-bound, bound, self.p["b"].shape)
 
-    def workspace(self, T, B, dtype):
-        N, O = T * B, self.out_dim
-        pre = np.zeros((N, O), dtype)
-        return {"pre": pre, "y": pre if self.act == 0 else np.zeros((N, O), dtype),
-                "dpre": np.zeros((N, O), dtype), "dx": np.zeros((N, self.in_dim), dtype)}
-
-    def plan_spec(self, ws):
-        return {"kind": "dense", "in_dim": self.in_dim, "out_dim": self.out_dim, "code": self.act,
-                "params": self.p, "grads": self.g, "ws": ws}
-
-    def step_workspace(self, B, dtype):
-        pre = np.zeros((B, self.out_dim), dtype)
-        return {"pre": pre, "y": pre if self.act == 0 else np.zeros((B, self.out_dim), dtype)}
-
 
 class GRU(Layer):
     """PyTorch-compatible GRU layer (gate order r, z, n); ``gates`` "exact" or "fast" (RLtools)."""
@@ -134,7 +128,7 @@ class GRU(Layer):
         if gates not in GATE_MODES:
             raise ValueError(f"gates: expected one of {sorted(GATE_MODES)}, got {gates!r}")
         self.in_dim, self.hidden_dim, self.out_dim, self.gates = in_dim, hidden_dim, hidden_dim, gates
-        self.mode = GATE_MODES[gates]
+        self.kind, self.code = int(LayerKind.GRU), GATE_MODES[gates]
 
     def __repr__(self):
         return f"GRU({self.in_dim}, {self.hidden_dim}, gates={self.gates!r})"
@@ -155,27 +149,10 @@ class GRU(Layer):
         for name in ("W_hh", "W_ih", "b_hh", "b_ih"):
             self.p[name][...] = rng.uniform(-bound, bound, self.p[name].shape)
 
-    def workspace(self, T, B, dtype):
-        H, I = self.hidden_dim, self.in_dim
-        z = lambda *s: np.zeros(s, dtype)  # noqa: E731
-        return {"h": z(T, B, H), "preact": z(T, B, 3 * H), "gates": z(T, B, 3 * H), "hn": z(T, B, H),
-                "h_prev": z(T, B, H), "W_hh_T": z(H, 3 * H), "gh": z(B, 3 * H), "G": z(T, B, 3 * H),
-                "Gh": z(T, B, 3 * H), "carry": z(B, H), "dhp": z(B, H), "dx": z(T * B, I),
-                "dh0": z(B, H), "zeros": z(B, H), "h_prev_continuous": z(T, B, H)}
-
-    def plan_spec(self, ws):
-        return {"kind": "gru", "in_dim": self.in_dim, "out_dim": self.hidden_dim, "code": self.mode,
-                "params": self.p, "grads": self.g, "ws": ws}
-
-    def step_workspace(self, B, dtype):
-        return {"gx": np.zeros((B, 3 * self.hidden_dim), dtype), "gh": np.zeros((B, 3 * self.hidden_dim), dtype)}
 
 
 def _check_dim(name, value, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
-    if value < (0 if allow_zero else 1):
-        raise ValueError(f"{name}: expected an integer >= {0 if allow_zero else 1}, got {value}")
+    check_int(name, value, 0 if allow_zero else 1)
 
 
 def layer_from_config(cfg: dict) -> Layer:
@@ -250,9 +227,17 @@ class Sequential:
                 if s.name in layer.bias_names():
                     self.is_bias[s.offset:s.offset + s.size] = 1
         self.recurrent = [i for i, layer in enumerate(layers) if isinstance(layer, GRU)]
-        self._state_index = [self.recurrent.index(i) if i in self.recurrent else -1 for i in range(len(layers))]
-        self._workspaces: dict[tuple[int, int], _Workspace] = {}
-        self._step_plans: dict[tuple, _StepWorkspace] = {}
+        # The compiled plans' inputs: [kind, in_dim, out_dim, code] per layer, and the offsets of
+        # each layer's parameters in the flat buffers ([W | W_ih, b | b_ih, W_hh, b_hh]).
+        self.layer_table = np.array([[layer.kind, layer.in_dim, layer.out_dim, layer.code] for layer in layers],
+                                    np.int32)
+        self.offset_table = np.full((len(layers), 4), -1, np.int64)
+        for slot in self.slots:
+            self.offset_table[slot.layer, PLAN_COLUMNS[slot.name]] = slot.offset
+        self._plans: dict[tuple[int, int], SequencePlan] = {}
+        self._forwarded: set[tuple[int, int]] = set()
+        self._custom_h0: set[tuple[int, int]] = set()
+        self._step_plans: dict[tuple, StepPlan] = {}
         if seed is not None:
             self.init(seed)
 
@@ -297,21 +282,22 @@ class Sequential:
 
     # -- sequences ----------------------------------------------------------------------------
 
-    def _workspace(self, T: int, B: int) -> "_Workspace":
-        ws = self._workspaces.get((T, B))
-        if ws is None:
-            if len(self._workspaces) >= MAX_CACHED_SHAPES:
-                del self._workspaces[next(iter(self._workspaces))]
-            ws = self._workspaces[(T, B)] = _Workspace(self, T, B)
-        return ws
-
-    def new_workspace(self, T: int, B: int) -> "_Workspace":
-        """A private workspace and plan of shape (T, B), not shared with ``forward`` (for threads)."""
-        return _Workspace(self, T, B)
+    def new_plan(self, T: int, B: int) -> SequencePlan:
+        """A compiled forward/backward plan of shape (T, B) with a workspace of its own, bound to
+        this model's parameters and gradients (not shared with ``forward``: for the updates)."""
+        return SequencePlan(T, B, self.layer_table, self.offset_table, self.params, self.grads)
 
     def plan(self, T: int, B: int) -> SequencePlan:
-        """The compiled forward/backward plan of shape (T, B) (its buffers are this model's)."""
-        return self._workspace(T, B).plan
+        """The plan ``forward`` and ``backward`` use for shape (T, B) (cached, up to 16 shapes)."""
+        plan = self._plans.get((T, B))
+        if plan is None:
+            if len(self._plans) >= MAX_CACHED_SHAPES:
+                evicted = next(iter(self._plans))
+                del self._plans[evicted]
+                self._forwarded.discard(evicted)
+                self._custom_h0.discard(evicted)
+            plan = self._plans[(T, B)] = self.new_plan(T, B)
+        return plan
 
     def forward(self, x: np.ndarray, reset: np.ndarray | None = None,
                 h0: Sequence[np.ndarray | None] | None = None, *, check: bool = True) -> np.ndarray:
@@ -335,13 +321,13 @@ class Sequential:
             check_array("x", x, self.dtype, (None, None, self.in_dim), finite=False)
         T, B = x.shape[:2]
         reset = as_mask("reset", reset, (T, B))
-        ws = self._workspace(T, B)
-        if h0 is not None or ws.custom_h0:
-            ws.plan.set_initial_states(list(h0) if h0 is not None else [])
-            ws.custom_h0 = h0 is not None
-        ws.plan.forward(x, reset)
-        ws.forwarded = True
-        return ws.output
+        plan = self.plan(T, B)
+        if h0 is not None or (T, B) in self._custom_h0:
+            plan.set_initial_states(list(h0) if h0 is not None else [])
+            (self._custom_h0.add if h0 is not None else self._custom_h0.discard)((T, B))
+        plan.forward(x, reset)
+        self._forwarded.add((T, B))
+        return plan.output
 
     def backward(self, dy: np.ndarray, *, need_dx: bool = True, check: bool = True,
                  ignore_resets: bool = False) -> np.ndarray | None:
@@ -354,11 +340,11 @@ class Sequential:
         if check or dy.dtype != self.dtype or dy.ndim != 3 or not dy.flags.c_contiguous:
             check_array("dy", dy, self.dtype, (None, None, self.out_dim), finite=check)
         T, B = dy.shape[:2]
-        ws = self._workspaces.get((T, B))
-        if ws is None or not ws.forwarded:
+        if (T, B) not in self._forwarded:
             raise RuntimeError(f"backward: no forward pass with (T, B) = ({T}, {B}) to backpropagate through")
-        ws.plan.backward(dy, need_dx, ignore_resets)
-        return ws.dx if need_dx else None
+        plan = self._plans[(T, B)]
+        plan.backward(dy, need_dx, ignore_resets)
+        return plan.input_grad if need_dx else None
 
     def initial_state_grads(self, T: int, B: int) -> list[np.ndarray]:
         """dL/dh0 (B, H) of each recurrent layer from the last backward with shape (T, B).
@@ -366,8 +352,7 @@ class Sequential:
         Only step 0's starting state depends on h0, so rows that reset at step 0 get exactly 0.
         Workspace arrays: overwritten by the next backward of that shape.
         """
-        ws = self._workspaces[(T, B)]
-        return [ws.layers[i]["dh0"] for i in self.recurrent]
+        return list(self._plans[(T, B)].initial_state_grads)
 
     def _check_h0(self, h0, B):
         if h0 is None:
@@ -402,112 +387,33 @@ class Sequential:
                 raise ValueError(f"state: expected {len(self.recurrent)} arrays (one per GRU), got {len(state)}")
             for k, i in enumerate(self.recurrent):
                 check_array(f"state[{k}]", state[k], self.dtype, (B, self.layers[i].hidden_dim))
-        plan = self.step_workspace(B, state)
+        plan = self.step_plan(B, state)
         if x.dtype != self.dtype or x.shape != (B, self.in_dim) or not x.flags.c_contiguous:
             check_array("x", x, self.dtype, (B, self.in_dim), finite=False)
-        plan.plan.step(x, reset)
+        plan.step(x, reset)
         return plan.output
 
-    def step_workspace(self, B: int, state: list[np.ndarray]) -> "_StepWorkspace":
-        """The cached step buffers and compiled plan for B rows advancing these ``state`` arrays."""
+    def step_plan(self, B: int, state: list[np.ndarray]) -> StepPlan:
+        """The cached compiled step for B rows advancing these ``state`` arrays (in place)."""
         key = (B,) + tuple(id(h) for h in state)
         plan = self._step_plans.get(key)
         if plan is None:
             if len(self._step_plans) >= MAX_CACHED_SHAPES:
                 del self._step_plans[next(iter(self._step_plans))]
-            plan = self._step_plans[key] = _StepWorkspace(self, B, state)
+            plan = self._step_plans[key] = StepPlan(B, self.layer_table, self.offset_table, self.params, list(state))
         return plan
 
     # -- optimisation -----------------------------------------------------------------------
 
-    def adam_step(self, optimizer: "AdamConfig") -> None:
-        """One Adam step on ``params`` from ``grads`` (moments and step count kept here)."""
+    def adam_step(self, optimizer) -> None:
+        """One Adam step (a ``memrl.optim.AdamConfig``) on ``params`` from ``grads`` (moments and
+        step count kept here)."""
         self.adam_t += 1
         optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t, self.is_bias)
 
     def polyak_from(self, source: "Sequential", tau: float) -> None:
         """params <- (1 - tau) params + tau source.params."""
         _adam.polyak(self.params, source.params, tau)
-
-
-class _Workspace:
-    """Buffers of one (T, B) shape and the compiled plan that runs over them."""
-
-    def __init__(self, model: Sequential, T: int, B: int):
-        self.layers = [layer.workspace(T, B, model.dtype) for layer in model.layers]
-        self.x = np.zeros((T * B, model.in_dim), model.dtype)
-        self.plan = SequencePlan([layer.plan_spec(ws) for layer, ws in zip(model.layers, self.layers)],
-                                 self.x, T, B, model.dtype == np.float64)
-        last = self.layers[-1]
-        self.output = (last["h"] if "h" in last else last["y"]).reshape(T, B, model.out_dim)
-        self.dx = self.layers[0]["dx"].reshape(T, B, model.in_dim)
-        self.forwarded = False
-        self.custom_h0 = False
-
-
-class _StepWorkspace:
-    """Step buffers for a batch of carried states, and the compiled step plan."""
-
-    def __init__(self, model: Sequential, B: int, state: list[np.ndarray]):
-        self.layers = [layer.step_workspace(B, model.dtype) for layer in model.layers]
-        self.plan = StepPlan([layer.plan_spec(ws) for layer, ws in zip(model.layers, self.layers)],
-                             list(state), B, model.dtype == np.float64)
-        last = self.layers[-1]
-        self.output = state[-1] if "gx" in last else last["y"]
-
-
-# --------------------------------------------------------------------------------------------
-# Optimiser settings
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class AdamConfig:
-    """Adam settings. Defaults are TensorFlow's (eps 1e-7), which RLtools uses.
-
-    ``v_hat_floor`` > 0 reproduces RLtools' floor on the bias-corrected second moment (1e-7).
-    ``weight_decay`` is decoupled (AdamW) and skips biases; ``clip`` > 0 clamps each gradient
-    entry to [-clip, clip]; ``bias_lr_factor`` scales the learning rate of biases.
-    """
-
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-7
-    v_hat_floor: float = 0.0
-    weight_decay: float = 0.0
-    clip: float = 0.0
-    bias_lr_factor: float = 1.0
-
-    @classmethod
-    def tensorflow(cls, lr: float = 1e-3, **kw) -> "AdamConfig":
-        return cls(lr=lr, eps=1e-7, **kw)
-
-    @classmethod
-    def pytorch(cls, lr: float = 1e-3, **kw) -> "AdamConfig":
-        return cls(lr=lr, eps=1e-8, **kw)
-
-    @classmethod
-    def rltools(cls, lr: float = 1e-3, **kw) -> "AdamConfig":
-        return cls(lr=lr, eps=1e-7, v_hat_floor=1e-7, **kw)
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self, name: str = "optimizer") -> None:
-        for field, lo, hi in (("lr", 0.0, None), ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0), ("eps", 0.0, None),
-                              ("v_hat_floor", 0.0, None), ("weight_decay", 0.0, None), ("clip", 0.0, None),
-                              ("bias_lr_factor", 0.0, None)):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name}.{field}: expected a finite number, got {v!r}")
-            if v < lo or (hi is not None and v >= hi):
-                rng = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
-                raise ValueError(f"{name}.{field}: expected a value in {rng}, got {v}")
-
-    def apply(self, params, grads, m, v, t, is_bias=None):
-        _adam.adam_step(params, grads, m, v, t, self.lr, self.beta1, self.beta2, self.eps, self.v_hat_floor,
-                        self.weight_decay, self.clip, is_bias if self.bias_lr_factor != 1.0
-                        or self.weight_decay else None, self.bias_lr_factor)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from memrl._checks import check_int
 from memrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 POLICY_KIND = "memrl-policy"
@@ -72,7 +73,7 @@ def export_policy(path: str | os.PathLike, actor, *, action_dim: int, log_std_mi
     actions in the environment's units; None means actions in [-1, 1]. ``meta``: extra JSON
     stored under ``"user"`` (e.g. the training step and seed).
     """
-    _check_positive_int("action_dim", action_dim)
+    check_int("action_dim", action_dim, 1)
     if actor.out_dim not in (action_dim, 2 * action_dim):
         raise ValueError(f"actor: expected output dim action_dim = {action_dim} (deterministic, TD3) or "
                          f"2 * action_dim = {2 * action_dim} ([mean | log-std], SAC), got {actor.out_dim}")
@@ -117,7 +118,7 @@ def _write_policy(path, layers, params, *, action_dim, log_std_min, log_std_max,
     if not log_std_min < log_std_max:
         raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
     if memory_reset_interval is not None:
-        _check_positive_int("memory_reset_interval", memory_reset_interval)
+        check_int("memory_reset_interval", memory_reset_interval, 1)
     _check_parameters(layers, params)
     if environment is not None:
         _check_environment(environment, action_dim)
@@ -148,9 +149,9 @@ class Policy:
                  memory_reset_interval: int | None = None, environment: dict | None = None,
                  meta: dict | None = None):
         _check_parameters(layers, params)
-        _check_positive_int("action_dim", action_dim)
+        check_int("action_dim", action_dim, 1)
         if memory_reset_interval is not None:
-            _check_positive_int("memory_reset_interval", memory_reset_interval)
+            check_int("memory_reset_interval", memory_reset_interval, 1)
         for name, value in (("log_std_min", log_std_min), ("log_std_max", log_std_max)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise ValueError(f"{name}: expected a finite number, got {value!r}")
@@ -224,7 +225,7 @@ class Policy:
 
     def reset(self, batch_size: int = 1) -> None:
         """Start ``batch_size`` fresh episodes: every GRU state zero."""
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, 1)
         self.state = [np.zeros((batch_size, self.layers[i]["hidden_dim"]), self.dtype) for i in self.recurrent]
         self.steps_since_reset = np.zeros(batch_size, np.int64)
 
@@ -408,8 +409,3 @@ def _check_environment(environment, action_dim: int) -> None:
         if bound.shape != (action_dim,) or not np.isfinite(bound).all():
             raise ValueError(f"environment[{key!r}]: expected {action_dim} finite numbers, got {environment[key]!r}")
     np.dtype(environment["action_dtype"])
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")

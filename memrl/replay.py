@@ -8,9 +8,9 @@ Each batch row picks a stream uniformly, then fills a window of ``L + 1`` time s
 more *segments* of consecutive transitions of one episode, each followed by a *padding slot*
 holding the segment's final ``next_observation`` with action 0. Per row, starting at slot 0:
 
-1. A slot right after a segment's final step is its padding slot: ``next_final`` is set there,
+1. A slot right after a segment's final step is its padding slot: ``padding`` is set there,
    and ``reset`` (the online nets start afresh at the next segment).
-2. Otherwise, if a new segment starts here, set ``reset`` and ``next_reset`` and draw the start:
+2. Otherwise, if a new segment starts here, set ``reset`` and ``target_reset`` and draw the start:
    ``offset ~ U{0..eligible-1}`` with ``eligible`` = the stream's position if it never wrapped,
    else the capacity (minus ``max_episode_length`` when sampling from initial states);
    ``index = offset`` if not wrapped, else ``(position + max_episode_length + offset) % capacity``.
@@ -25,7 +25,7 @@ holding the segment's final ``next_observation`` with action 0. Per row, startin
 
 A window thus holds segments each followed by its padding slot. If slot ``L - 1`` is a padding
 slot, slot ``L`` starts one more segment that has no room to continue (as in RLtools): it holds a
-real observation and action with ``next_reset`` set, no final step and no padding slot. No loss
+real observation and action with ``target_reset`` set, no final step and no padding slot. No loss
 reads it (targets are read right after final steps), but target nets do see it.
 
 Why a segment never reads overwritten or unwritten data: a segment only moves forward in time
@@ -52,21 +52,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memrl._core._ring import RingWriter
+from memrl._checks import check_int as _check_int
+from memrl._core._ring import RingWriter, WriteStatus
 from memrl._core._sampling import SequenceGatherer, n_uniforms
+from memrl.config import SamplingConfig
 
 _BUFFER_ARRAYS = (
-    "observation", "action", "next_observation", "reward", "terminated", "truncated",
+    "observation", "action", "next_observation", "reward", "terminated", "episode_end",
     "episode_start", "position", "full", "episode_length", "n_added",
 )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 class ReplayBuffer:
@@ -75,8 +69,9 @@ class ReplayBuffer:
     Arrays (S = n_streams, C = capacity), allocated once and only ever written in place:
 
     * ``observation``, ``next_observation`` (S, C, O) and ``action`` (S, C, A): float32;
-    * ``reward`` (S, C) float32; ``terminated`` and ``truncated`` (S, C) uint8, where
-      ``truncated`` means "last transition of its episode" (time limit, termination, or an
+    * ``reward`` (S, C) float32; ``terminated`` (S, C) uint8 (the episode terminated here: no
+      bootstrap) and ``episode_end`` (S, C) uint8: the last transition of its episode (a
+      termination, a truncation by a time limit, or an
       episode the training loop ended with ``mark_episode_end``);
     * ``episode_start`` (S, C) int64: ring index of the first transition of each transition's
       episode;
@@ -110,7 +105,7 @@ class ReplayBuffer:
         self.next_observation = np.zeros((S, C, O), dtype=np.float32)
         self.reward = np.zeros((S, C), dtype=np.float32)
         self.terminated = np.zeros((S, C), dtype=np.uint8)
-        self.truncated = np.zeros((S, C), dtype=np.uint8)
+        self.episode_end = np.zeros((S, C), dtype=np.uint8)
         self.episode_start = np.zeros((S, C), dtype=np.int64)
         self.position = np.zeros(S, dtype=np.int64)
         self.full = np.zeros(S, dtype=np.uint8)
@@ -122,7 +117,7 @@ class ReplayBuffer:
         self._staged_action = self._staged[O:O + A]
         self._staged_next_observation = self._staged[O + A:]
         self._writer = RingWriter(self.observation, self.action, self.next_observation, self.reward,
-                                  self.terminated, self.truncated, self.episode_start, self.position, self.full,
+                                  self.terminated, self.episode_end, self.episode_start, self.position, self.full,
                                   self.episode_length, self.n_added, self._staged, self.max_episode_length or 0)
 
     # ------------------------------------------------------------------ writing
@@ -165,15 +160,15 @@ class ReplayBuffer:
                 f"observation, action, next_observation: expected finite float32 values ({warning})"
             ) from None
         status = self._writer.write(stream, reward, bool(terminated), bool(truncated))
-        if status == 1:
+        if status == WriteStatus.NONFINITE_ROW:
             for name, value in (("observation", observation), ("action", action),
                                 ("next_observation", next_observation)):
                 if not np.isfinite(np.asarray(value, dtype=np.float32)).all():
                     raise ValueError(f"{name}: expected finite float32 values, got {value}")
             raise ValueError("observation, action, next_observation: expected finite float32 values")
-        if status == 3:
+        if status == WriteStatus.NONFINITE_REWARD:
             raise ValueError(f"reward: expected a finite float32 value, got {reward}")
-        if status == 2:
+        if status == WriteStatus.EPISODE_TOO_LONG:
             raise ValueError(
                 f"stream {stream}: the open episode already has {int(self.episode_length[stream])} transitions = "
                 f"max_episode_length; end it with truncated=True (or mark_episode_end) first"
@@ -188,7 +183,7 @@ class ReplayBuffer:
             raise ValueError(f"stream: expected an integer in [0, {self.n_streams}), got {stream!r}")
         if self.size(stream) == 0:
             return
-        self.truncated[stream, int(self.position[stream]) - 1] = 1
+        self.episode_end[stream, int(self.position[stream]) - 1] = 1
         self.episode_length[stream] = 0
 
     # ------------------------------------------------------------------ reading
@@ -269,39 +264,6 @@ class ReplayBuffer:
         )
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How sequences are cut from the replay buffer (RLtools ``BATCH_SAMPLING_PARAMETERS``).
-
-    Defaults are the memory chapter's values.
-    """
-
-    include_first_step_in_targets: bool = True
-    """Target nets run on slots 0..L (they also see the first step) instead of 1..L."""
-    always_sample_from_initial_state: bool = False
-    """Every segment starts at the first transition of its episode."""
-    random_seq_length: bool = True
-    """Segments get random target lengths (mixture below) instead of running to the window end."""
-    enable_nominal_sequence_length_probability: bool = True
-    """Mix in full-length segments: length L with ``nominal_sequence_length_probability``."""
-    nominal_sequence_length_probability: float = 0.5
-    """Probability of the full length L; otherwise lengths are uniform on {1..L-1}."""
-
-    def __post_init__(self) -> None:
-        for name in (
-            "include_first_step_in_targets", "always_sample_from_initial_state",
-            "random_seq_length", "enable_nominal_sequence_length_probability",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
-        p = self.nominal_sequence_length_probability
-        if isinstance(p, bool) or not isinstance(p, numbers.Real):
-            raise TypeError(f"nominal_sequence_length_probability: expected a number in [0, 1], got {p!r}")
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"nominal_sequence_length_probability: expected a number in [0, 1], got {p}")
-
-
 class SequenceBatch:
     """A batch of B windows of L steps plus one padding slot, time-major, filled in place.
 
@@ -313,18 +275,20 @@ class SequenceBatch:
     * ``reset`` (L, B) uint8: the online nets restart their hidden state here (slot 0, segment
       starts and padding slots); ``final`` (L, B) uint8: a segment's final step (where losses
       are taken);
-    * ``next_reset``, ``next_final`` (L+1, B) uint8: target-side masks over all slots: reset at
-      slot 0 and segment starts (*not* at padding slots, so a target net sees a segment and its
-      next observation as one history), final at padding slots;
+    * ``target_reset`` (L+1, B) uint8: where the target networks restart, over all slots: slot 0
+      and segment starts (*not* padding slots, so a target net sees a segment and its next
+      observation as one history); ``padding`` (L+1, B) uint8: the padding slots (where the
+      critic targets use a fresh next action);
     * ``transition_index`` (L+1, B) int64: ring index of the transition each slot came from (for
       a padding slot, the final transition whose next observation it holds);
     * ``stream`` (B,) int64: the stream each row came from; ``n_segments`` (B,) int64: segments
       (final steps) in each row. A segment started at slot L (after a padding slot at L - 1)
       has no final step and is not counted.
 
-    The target nets consume ``target_*`` views: slots [0, L+1) with
-    ``include_first_step_in_targets``, else [1, L+1). The target for current slot ``t`` is read
-    at target position ``t + target_offset``.
+    The target networks consume the *target window*: slots [0, L+1) with
+    ``include_first_step_in_targets``, else [1, L+1), as the views ``target_observations``,
+    ``target_actions``, ``target_window_reset`` and ``target_window_padding``. The target for
+    current slot ``t`` is read at target-window position ``t + target_offset``.
     """
 
     def __init__(
@@ -339,8 +303,8 @@ class SequenceBatch:
         self.terminated = np.zeros((L, B), dtype=np.float32)
         self.reset = np.zeros((L, B), dtype=np.uint8)
         self.final = np.zeros((L, B), dtype=np.uint8)
-        self.next_reset = np.zeros((L + 1, B), dtype=np.uint8)
-        self.next_final = np.zeros((L + 1, B), dtype=np.uint8)
+        self.target_reset = np.zeros((L + 1, B), dtype=np.uint8)
+        self.padding = np.zeros((L + 1, B), dtype=np.uint8)
         self.transition_index = np.zeros((L + 1, B), dtype=np.int64)
         self.stream = np.zeros(B, dtype=np.int64)
         self.n_segments = np.zeros(B, dtype=np.int64)
@@ -353,8 +317,8 @@ class SequenceBatch:
         self.current_actions = self.actions[:L]             # (L, B, A)
         self.target_observations = self.observations[first:]  # (L+1 or L, B, O)
         self.target_actions = self.actions[first:]
-        self.target_reset = self.next_reset[first:]
-        self.target_final = self.next_final[first:]
+        self.target_window_reset = self.target_reset[first:]
+        self.target_window_padding = self.padding[first:]
 
     def __repr__(self) -> str:
         L, B, O = self.observations.shape
@@ -401,10 +365,10 @@ class SequenceSampler:
         batch = self.batch
         self._gatherer = SequenceGatherer(
             buffer.observation, buffer.action, buffer.next_observation, buffer.reward,
-            buffer.terminated, buffer.truncated, buffer.episode_start, buffer.position, buffer.full,
+            buffer.terminated, buffer.episode_end, buffer.episode_start, buffer.position, buffer.full,
             buffer.max_episode_length or 0,
             batch.observations, batch.actions, batch.rewards, batch.terminated,
-            batch.reset, batch.final, batch.next_reset, batch.next_final,
+            batch.reset, batch.final, batch.target_reset, batch.padding,
             batch.transition_index, batch.stream, batch.n_segments,
             config.always_sample_from_initial_state, config.random_seq_length,
             config.enable_nominal_sequence_length_probability,

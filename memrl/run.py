@@ -18,8 +18,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
-from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+if TYPE_CHECKING:
+    from memrl.config import Config
+
+from memrl.checkpoint import CheckpointError, CheckpointManager, first_difference, load_checkpoint
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -120,6 +124,35 @@ class RunDirectory:
                 except json.JSONDecodeError:
                     break
         return records
+
+
+RESUME_CHANGEABLE = ("total_steps", "threads", "evaluation_interval", "n_evaluation_episodes", "n_probes",
+                     "probe_sequence_length", "checkpoint_interval", "keep_checkpoints")
+"""Fields a resumed run may change: its length, its thread count, and what it evaluates and saves
+(evaluations and probes draw from their own random streams, so training is unaffected)."""
+
+
+def resume_config(saved: Config, requested: Config, step: int) -> Config:
+    """The configuration a run resumed at ``step`` continues with: ``saved``, with the fields of
+    ``RESUME_CHANGEABLE`` taken from ``requested``. Any other difference raises RunDirectoryError
+    naming the field (a resumed run must go on computing what it computed)."""
+    theirs, mine = _jsonable(saved.to_dict()), _jsonable(requested.to_dict())
+    for key in theirs:
+        if key in RESUME_CHANGEABLE:
+            continue
+        difference = first_difference(theirs[key], mine.get(key), key, dotted=True)
+        if difference:
+            where, has, wants = difference
+            raise RunDirectoryError(f"--resume: cannot change {where}: the run has {has!r}, requested {wants!r}"
+                                    f" (only {', '.join(RESUME_CHANGEABLE)} can change; start a new run directory "
+                                    f"for anything else)")
+    if requested.total_steps < step:
+        raise RunDirectoryError(f"total_steps: the run is already at step {step}, got {requested.total_steps}")
+    return saved.replace(**{key: getattr(requested, key) for key in RESUME_CHANGEABLE}).validate()
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
 
 
 def find_checkpoint(source: str | os.PathLike) -> tuple[str, dict, dict]:

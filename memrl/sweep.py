@@ -58,7 +58,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from memrl.config import Config
-from memrl.run import RunDirectory, RunDirectoryError
+from memrl.checkpoint import CheckpointManager
+from memrl.run import RunDirectory, RunDirectoryError, resume_config
 
 INSTALL_HINT = "sweeps need Ray Tune: pip install 'memrl[sweep]' (or pip install 'ray[tune]')"
 STOPPED = "stopped-early.json"
@@ -203,8 +204,6 @@ def run_state(run_dir: str, config: Config, seed: int) -> str:
     unfinished run with checkpoints), ``"restart"`` (an unfinished run without any checkpoint yet:
     it starts over), ``"finished"`` or ``"stopped"`` (stopped early by a scheduler). A run of
     another seed or configuration raises RunDirectoryError (a ValueError) naming the difference."""
-    from memrl.loop import resume_config
-
     run = RunDirectory(run_dir)
     if not os.path.isdir(run.path) or not run.holds_run():
         return "new"
@@ -229,8 +228,8 @@ def run_state(run_dir: str, config: Config, seed: int) -> str:
         return "stopped"
     if os.path.exists(run.policy_path) and last_step == config.total_steps:
         return "finished"
-    if os.path.isdir(run.checkpoints_path) and os.listdir(run.checkpoints_path):
-        return "resume"
+    if os.path.isdir(run.checkpoints_path) and CheckpointManager(run.checkpoints_path).paths():
+        return "resume"  # complete checkpoint files only (a killed write leaves a temporary file)
     return "restart"
 
 

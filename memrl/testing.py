@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from memrl._core import ACTIVATIONS
+
 __all__ = [
     "STENCILS", "numerical_gradient", "assert_gradient_close", "check_gradient", "model_loss",
     "check_model_gradients",
@@ -326,7 +328,7 @@ def sequence_problems(in_dim: int | None = None, out_dim: int | None = None, *, 
 
 
 def layer_stacks(in_dim: int, *, max_layers: int = 4, max_dim: int = 6,
-                 activations=("identity", "relu", "tanh", "sigmoid", "fast_tanh", "fast_sigmoid"),
+                 activations=ACTIVATIONS,
                  gates=("exact", "fast")):
     """Strategy for lists of Dense/GRU layers chained from ``in_dim`` (at least one GRU)."""
     st, _ = _st()

@@ -36,8 +36,8 @@ def gather_reference(
         "terminated": np.zeros((L, B), np.float32),
         "reset": np.zeros((L, B), np.uint8),
         "final": np.zeros((L, B), np.uint8),
-        "next_reset": np.zeros((L + 1, B), np.uint8),
-        "next_final": np.zeros((L + 1, B), np.uint8),
+        "target_reset": np.zeros((L + 1, B), np.uint8),
+        "padding": np.zeros((L + 1, B), np.uint8),
         "transition_index": np.zeros((L + 1, B), np.int64),
         "stream": np.zeros(B, np.int64),
         "n_segments": np.zeros(B, np.int64),
@@ -58,7 +58,7 @@ def gather_reference(
         out["stream"][b] = stream
 
         out["reset"][0, b] = 1
-        out["next_reset"][0, b] = 1
+        out["target_reset"][0, b] = 1
         length = segment_length(L, config, u[1], u[2]) if config.random_seq_length else L
         step_in_segment = 0
         n_started = 0
@@ -67,14 +67,14 @@ def gather_reference(
         for s in range(L + 1):
             if previous_truncated:  # padding slot
                 previous_truncated, previous_padding = False, True
-                out["next_final"][s, b] = 1
+                out["padding"][s, b] = 1
                 if s < L:
                     out["reset"][s, b] = 1
                 continue
             if previous_padding:  # a new segment starts here
                 if s < L:
                     out["reset"][s, b] = 1
-                out["next_reset"][s, b] = 1
+                out["target_reset"][s, b] = 1
                 offset = uniform_index(u[3 + 3 * n_started], eligible)
                 index = (position + max_episode_length + offset) % capacity if full else offset
                 if config.always_sample_from_initial_state:
@@ -89,7 +89,7 @@ def gather_reference(
                 out["rewards"][s, b] = buffer.reward[stream, index]
                 out["terminated"][s, b] = buffer.terminated[stream, index]
 
-            truncated = bool(buffer.truncated[stream, index])
+            truncated = bool(buffer.episode_end[stream, index])
             next_index = (index + 1) % capacity if full else index + 1
             if next_index == position:
                 truncated = True

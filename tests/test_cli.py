@@ -12,13 +12,9 @@ import numpy as np
 import pytest
 
 from memrl.__main__ import build_parser, parse_overrides
-from memrl.config import Config, preset
+from memrl.config import preset
 from memrl.loop import Trainer
-
-
-def cli(*args, env=None, timeout=300, cwd=None):
-    return subprocess.run([sys.executable, "-m", "memrl", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=cwd)
+from helpers import assert_one_error_line, cli
 
 
 def blocked(tmp_path, module):
@@ -53,9 +49,7 @@ def test_mistakes_print_one_line_exit_2_and_leave_no_run_directory(tmp_path, arg
         pytest.importorskip("gymnasium")
     run = tmp_path / "run"
     out = cli(*argv, *(["--log-dir", str(run)] if argv[0] == "train" else []))
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("memrl: error: ") and fragment in lines[0], out.stderr
+    assert_one_error_line(out, fragment)
     assert "Traceback" not in out.stderr + out.stdout
     assert not run.exists()
 
@@ -63,21 +57,19 @@ def test_mistakes_print_one_line_exit_2_and_leave_no_run_directory(tmp_path, arg
 def test_a_missing_optional_extra_is_one_line(tmp_path):
     out = cli("train", "pendulum-sac", "--env", "gymnasium:Pendulum-v1", "--log-dir", str(tmp_path / "run"),
               env=blocked(tmp_path, "gymnasium"))
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert "pip install 'memrl[gym]'" in out.stderr and not (tmp_path / "run").exists()
+    assert_one_error_line(out, "pip install 'memrl[gym]'")
+    assert not (tmp_path / "run").exists()
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "metrics.jsonl").write_text(json.dumps({"step": 0, "elapsed_s": 0, "mean_return": -1,
                                                               "std_return": 0}) + "\n")
     out = cli("plot", str(tmp_path / "r"), "-o", str(tmp_path / "c.png"), env=blocked(tmp_path, "matplotlib"))
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert "pip install 'memrl[plot]'" in out.stderr
+    assert_one_error_line(out, "pip install 'memrl[plot]'")
 
 
 def test_an_unwritable_log_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     out = cli("train", "pendulum-sac", "--log-dir", str(tmp_path / "file"))
-    assert out.returncode == 2 and "is a file, expected a directory" in out.stderr
-    assert out.stderr.strip().count("\n") == 0
+    assert_one_error_line(out, "is a file, expected a directory")
 
 
 def test_help_says_what_a_user_needs():
@@ -188,7 +180,7 @@ def test_plot_writes_the_format_of_its_extension_into_new_folders(tmp_path):
         assert out.returncode == 0, out.stderr
         assert target.read_bytes().startswith(magic)
     out = cli("plot", *runs, "-o", str(tmp_path / "curve.bmp"))
-    assert out.returncode == 2 and "expected a file name ending in one of" in out.stderr
+    assert_one_error_line(out, "expected a file name ending in one of")
 
 
 # -- Python API ----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from memrl.nn import AdamConfig, Dense, GRU, Sequential, TanhGaussianHead
+from memrl.nn import Dense, GRU, Sequential, TanhGaussianHead
+from memrl.optim import AdamConfig
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 """GRU kernels: finite differences, resets, packing, step mode, float32 vs float64."""
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from memrl import testing
-from memrl._core import _blas
 from memrl.nn import GRU, Dense, Sequential
 from gru_reference import gru_forward
+from helpers import plain_loop_products
 
 GATES = ["exact", "fast"]
 
@@ -47,35 +45,31 @@ def test_gru_forward_matches_numpy_reference(c):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
 
 
-def test_reset_blocks_gradient_to_previous_step():
-    model = gru_model(2, 3, "exact", 0)
+@pytest.mark.parametrize("gates", GATES)
+def test_reset_blocks_gradient_to_previous_step(gates):
+    """A loss only at and after a reset at step 3: dL/dx at steps 0..2 is exactly zero, and the
+    parameter gradient is exactly that of a fresh run on steps 3.. (the steps before add nothing)."""
+    model = gru_model(2, 3, gates, 0)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 1, 2))
-    dy = np.zeros((4, 1, 3))
-    dy[3] = 1.0
-    reset = np.zeros((4, 1), bool)
+    x = rng.standard_normal((6, 1, 2))
+    dy = np.zeros((6, 1, 3))
+    dy[3:] = rng.standard_normal((3, 1, 3))
+    reset = np.zeros((6, 1), bool)
     reset[3] = True
-    model.forward(x, reset)
-    dx = model.backward(dy)
-    assert np.all(dx[:3] == 0.0) and np.any(dx[3] != 0.0)
+    with plain_loop_products():  # exact sums (see helpers.plain_loop_products)
+        model.zero_grad()
+        model.forward(x, reset)
+        dx = model.backward(dy).copy()
+        grads = model.grads.copy()
+        model.zero_grad()
+        model.forward(np.ascontiguousarray(x[3:]))
+        dx_fresh = model.backward(np.ascontiguousarray(dy[3:])).copy()
+    assert np.all(dx[:3] == 0.0) and np.all(np.abs(dx[3:]) > 0.0)
+    np.testing.assert_array_equal(dx[3:], dx_fresh)
+    np.testing.assert_array_equal(grads, model.grads)
     model.forward(x)  # without the reset, gradient reaches earlier steps
     dx = model.backward(dy)
-    assert np.any(dx[:3] != 0.0)
-
-
-@contextlib.contextmanager
-def plain_loop_products():
-    """Route every product through the plain loops, whose rows never depend on other rows.
-
-    OpenBLAS may round the last bit of a row differently depending on how many rows a product
-    has (its row blocking), so exact equality of packed and separate runs is a property of the
-    algorithm checked with the loops; with BLAS it holds to about 1e-16 (next test).
-    """
-    old = _blas.set_small_gemm_max_work(2**62)
-    try:
-        yield
-    finally:
-        _blas.set_small_gemm_max_work(old)
+    assert np.abs(dx[:3]).min() > 0.0
 
 
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.sampled_from(GATES), st.integers(0, 1000))

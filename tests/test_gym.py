@@ -2,14 +2,13 @@
 and memrl's environments registered with Gymnasium (by ``import memrl``; check_env, gymnasium.make,
 pickling)."""
 import pickle
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
 from memrl.envs import MemoryEnv, PendulumEnv
+from helpers import run_python
 
 
 @pytest.fixture
@@ -29,7 +28,8 @@ def test_memrl_envs_import_without_gymnasium():
         "else:\n"
         "    raise SystemExit('no ImportError')\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    out = run_python(code, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 # ------------------------------------------------------------------ small custom environments
@@ -278,9 +278,9 @@ def test_make_env(gym):
 MEMRL_IDS = ["memrl/Memory-v0", "memrl/Pendulum-v0", "memrl/PendulumPosition-v0", "memrl/PendulumVelocity-v0"]
 
 
-def run_python(code):
+def stdout_lines(code):
     """Run ``code`` in a fresh interpreter (import order matters below); returns its stdout lines."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -294,7 +294,7 @@ def test_import_memrl_registers_the_ids(gym):
         "env = gymnasium.make('memrl/Memory-v0')\n"
         "print(type(env.unwrapped).__module__, type(env.unwrapped).__name__, env.spec.max_episode_steps)\n"
     )
-    assert run_python(code) == [str(MEMRL_IDS), "memrl.envs.gym MemrlGymnasiumEnv 2000"]
+    assert stdout_lines(code) == [str(MEMRL_IDS), "memrl.envs.gym MemrlGymnasiumEnv 2000"]
 
 
 def test_register_envs_after_importing_gymnasium_first(gym):
@@ -307,7 +307,7 @@ def test_register_envs_after_importing_gymnasium_first(gym):
         "print(env.reset(seed=2)[0].tolist())\n"
     )
     expected = PendulumEnv(observation="velocity_only", seed=2).reset()[0]
-    assert run_python(code) == [str(expected.tolist())]
+    assert stdout_lines(code) == [str(expected.tolist())]
 
 
 def test_make_with_the_module_prefix_imports_memrl(gym):
@@ -318,7 +318,7 @@ def test_make_with_the_module_prefix_imports_memrl(gym):
         "print('memrl' in sys.modules, env.spec.id, env.spec.max_episode_steps, env.reset(seed=4)[0].tolist())\n"
     )
     expected = PendulumEnv(seed=4).reset()[0]
-    assert run_python(code) == [f"True memrl/Pendulum-v0 200 {expected.tolist()}"]
+    assert stdout_lines(code) == [f"True memrl/Pendulum-v0 200 {expected.tolist()}"]
 
 
 def test_import_memrl_without_gymnasium_installed_does_not_import_it():
@@ -340,7 +340,7 @@ def test_import_memrl_without_gymnasium_installed_does_not_import_it():
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    assert run_python(code) == [
+    assert stdout_lines(code) == [
         f"False {MemoryEnv(seed=0).reset()[0].tolist()}",
         "memrl.envs.gym needs Gymnasium, an optional dependency: pip install 'memrl[gym]' (or pip install gymnasium)",
     ]

@@ -134,3 +134,42 @@ def test_random_stacks_with_h0_and_resets_match_finite_differences(case, data):
     model.backward(dy)
     for k, dh in enumerate(model.initial_state_grads(p.T, p.B)):
         assert np.all(dh[p.reset[0]] == 0.0), (k, dh)
+
+
+@pytest.mark.parametrize("gates", ["exact", "fast"])
+def test_no_gradient_crosses_a_reset_in_a_stack(gates):
+    """Dense-GRU-GRU-Dense, row b restarting at step r_b = 0, 2, 5 (row 3 never), dy non-zero only
+    from r_b on: dL/dx at every earlier step of a row, and every GRU's dL/dh0 for the rows that
+    restart, are exactly zero (finite differences agree); backpropagating across the resets
+    (RLtools' quirk, ``ignore_resets``) makes them non-zero."""
+    T, B = 7, 4
+    restart = [0, 2, 5, None]
+    model = Sequential([Dense(3, 5, "tanh"), GRU(5, 4, gates), GRU(4, 4, gates), Dense(4, 2)], dtype=np.float64,
+                       seed=11)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((T, B, 3))
+    h0 = [rng.standard_normal((B, 4)), rng.standard_normal((B, 4))]
+    dy = rng.standard_normal((T, B, 2))
+    reset = np.zeros((T, B), bool)
+    for b, r in enumerate(restart):
+        if r is not None:
+            reset[r, b] = True
+            dy[:r, b] = 0.0
+    model.zero_grad()
+    model.forward(x, reset, h0)
+    dx = model.backward(dy).copy()
+    dh0 = [g.copy() for g in model.initial_state_grads(T, B)]
+    for b, r in enumerate(restart):
+        if r is None:
+            assert np.abs(dx[:, b]).min() > 0 and all(np.abs(g[b]).min() > 0 for g in dh0), b
+            continue
+        assert np.all(dx[:r, b] == 0.0), (b, dx[:r, b])
+        assert np.abs(dx[r:, b]).min() > 0, b
+        for k, g in enumerate(dh0):
+            assert np.all(g[b] == 0.0), (b, k, g[b])
+    errors = testing.check_model_gradients(model, x, dy, reset=reset, h0=h0, atol=1e-9)
+    assert errors["x"] <= 1e-9 and errors["h0[0]"] <= 1e-9 and errors["h0[1]"] <= 1e-9, errors
+    model.forward(x, reset, h0)
+    crossing = model.backward(dy, ignore_resets=True)
+    for b in (1, 2):
+        assert np.abs(crossing[:restart[b], b]).max() > 1e-3, b

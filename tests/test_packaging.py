@@ -36,7 +36,7 @@ def unbuilt_clone(tmp_path):
                     ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__"))
     for name in ("setup.py", "pyproject.toml"):
         shutil.copy(REPO / name, clone / name)
-    assert not list((clone / "memrl" / "_core").glob("_sac*.so"))
+    assert not list((clone / "memrl" / "_core").glob("_update*.so"))
     return clone
 
 
@@ -55,7 +55,7 @@ def test_python_m_memrl_in_an_unbuilt_clone_runs_the_built_copy(unbuilt_clone):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m memrl [-h] [--version] COMMAND")
     assert result.stderr == ""
-    code = ("import sys, memrl, memrl.loop, memrl._core._sac as sac\n"
+    code = ("import sys, memrl, memrl.loop, memrl._core._update as sac\n"
             "print(memrl.__file__); print(memrl.loop.__file__); print(sac.__file__)\n"
             "print(sys.modules['memrl'] is memrl, memrl.__version__)\n")
     result = run([sys.executable, "-c", code], unbuilt_clone, env)
@@ -63,7 +63,7 @@ def test_python_m_memrl_in_an_unbuilt_clone_runs_the_built_copy(unbuilt_clone):
     init, loop, sac, last = result.stdout.splitlines()
     assert Path(init) == BUILT_PACKAGE / "__init__.py"
     assert Path(loop) == BUILT_PACKAGE / "loop.py"
-    assert Path(sac).parent == BUILT_PACKAGE / "_core" and Path(sac).name.startswith("_sac.")
+    assert Path(sac).parent == BUILT_PACKAGE / "_core" and Path(sac).name.startswith("_update.")
     assert last == f"True {memrl.__version__}"
 
 

@@ -1,7 +1,5 @@
 """Exported policies act exactly like the training code's step(), with NumPy alone."""
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 from memrl.checkpoint import CheckpointError, save_checkpoint
 from memrl.nn import GRU, Dense, Sequential, TanhGaussianHead
 from memrl.policy import Policy, export_policy
+from helpers import run_python
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,6 +198,6 @@ def test_policy_runs_without_the_compiled_core(tmp_path):
         print("ok")
     """)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    result = run_python(code, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

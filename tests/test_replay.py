@@ -154,8 +154,8 @@ def check_window(scenario: Scenario, batch: SequenceBatch, b: int, config: Sampl
     expect_reset[0] = expect_next_reset[0] = 1
     np.testing.assert_array_equal(batch.reset[:, b], expect_reset)
     np.testing.assert_array_equal(batch.final[:, b], expect_final)
-    np.testing.assert_array_equal(batch.next_reset[:, b], expect_next_reset)
-    np.testing.assert_array_equal(batch.next_final[:, b], expect_next_final)
+    np.testing.assert_array_equal(batch.target_reset[:, b], expect_next_reset)
+    np.testing.assert_array_equal(batch.padding[:, b], expect_next_final)
     assert batch.n_segments[b] == len(segments)
 
 
@@ -202,7 +202,7 @@ def test_target_views_follow_include_first_step():
         assert batch.target_offset == 1 - first
         assert batch.target_observations.shape[0] == 7 - first
         for view, base in ((batch.target_observations, batch.observations), (batch.target_actions, batch.actions),
-                           (batch.target_reset, batch.next_reset), (batch.target_final, batch.next_final)):
+                           (batch.target_window_reset, batch.target_reset), (batch.target_window_padding, batch.padding)):
             assert np.shares_memory(view, base)
             np.testing.assert_array_equal(view, base[first:])
         assert np.shares_memory(batch.current_observations, batch.observations)
@@ -336,7 +336,7 @@ def test_add_validates_without_writing():
         buffer.add(0, **good)
     buffer.mark_episode_end(0)
     buffer.add(0, **good)
-    assert buffer.truncated[0].tolist() == [0, 0, 1, 0]
+    assert buffer.episode_end[0].tolist() == [0, 0, 1, 0]
     assert buffer.episode_start[0].tolist() == [0, 0, 0, 3]
 
 
@@ -348,7 +348,7 @@ def test_episode_bookkeeping_across_the_wrap():
     # ring slots now hold t = 5, 6, 7, 3, 4 (position 3)
     assert buffer.position[0] == 3 and buffer.full[0] == 1 and len(buffer) == 5
     assert buffer.observation[0, :, 0].tolist() == [5, 6, 7, 3, 4]
-    assert buffer.truncated[0].tolist() == [1, 0, 0, 0, 0]
+    assert buffer.episode_end[0].tolist() == [1, 0, 0, 0, 0]
     assert buffer.terminated[0].tolist() == [1, 0, 0, 0, 0]
     assert buffer.episode_start[0].tolist() == [2, 1, 1, 2, 2]  # t=5 started at ring 2 (t=2)
     assert buffer.newest_index(0) == 2

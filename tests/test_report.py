@@ -3,8 +3,6 @@ import builtins
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import scipy.stats
 
 from memrl import report
 from memrl.config import preset
+from helpers import assert_one_error_line, cli
 
 rliable = pytest.importorskip("rliable", reason="the report extra is not installed: pip install 'memrl[report]'")
 
@@ -140,8 +139,7 @@ def test_report_command_prints_and_writes_markdown_and_csv(tmp_path):
     make_sweep(tmp_path / "sweep")
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "memrl", "report", *args], capture_output=True, text=True,
-                              timeout=300)
+        return cli("report", *args)
 
     out = run(str(tmp_path / "sweep"), "-o", str(tmp_path / "out" / "table.md"), "--reps", "300")
     assert out.returncode == 0, out.stderr
@@ -165,7 +163,7 @@ def test_report_command_prints_and_writes_markdown_and_csv(tmp_path):
                            ([str(tmp_path / "out")], "no run directory"),
                            ([str(tmp_path / "sweep"), "-o", "x.txt"], "-o: expected a file name ending in .md or .csv")):
         bad = run(*args)
-        assert bad.returncode == 2 and bad.stderr.startswith("memrl: error:") and fragment in bad.stderr, bad.stderr
+        assert_one_error_line(bad, fragment)
 
 
 @pytest.mark.parametrize("error", [ImportError("No module named 'rliable'"),
@@ -223,12 +221,10 @@ def test_plot_settings_draws_one_line_and_band_per_setting(tmp_path, monkeypatch
 def test_plot_command_with_aggregate_writes_an_image(tmp_path):
     pytest.importorskip("matplotlib")
     make_sweep(tmp_path / "sweep")
-    out = subprocess.run([sys.executable, "-m", "memrl", "plot", str(tmp_path / "sweep"), "--aggregate",
-                          "--statistic", "mean", "--reps", "200", "-o", str(tmp_path / "curve.png")],
-                         capture_output=True, text=True, timeout=300)
+    out = cli("plot", str(tmp_path / "sweep"), "--aggregate", "--statistic", "mean", "--reps", "200", "-o",
+              str(tmp_path / "curve.png"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Without --aggregate a folder is not a run directory: the per-run plot is unchanged.
-    out = subprocess.run([sys.executable, "-m", "memrl", "plot", str(tmp_path / "sweep"), "-o",
-                          str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "metrics.jsonl: no such file" in out.stderr
+    out = cli("plot", str(tmp_path / "sweep"), "-o", str(tmp_path / "x.png"))
+    assert_one_error_line(out, "metrics.jsonl: no such file")

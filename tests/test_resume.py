@@ -1,5 +1,4 @@
 """Whole-state checkpoints: exact resume in a fresh process, survival of a killed run, policy file."""
-import json
 import signal
 import subprocess
 import sys
@@ -9,35 +8,25 @@ import numpy as np
 import pytest
 
 from memrl.checkpoint import CheckpointManager, load_checkpoint
-from memrl.config import preset
 from memrl.loop import Trainer, train
 from memrl.policy import Policy
+from helpers import SHORT_RUN, assert_one_error_line, cli, records, set_args, short_run
 
-SETTINGS = ["--set", "environment_kwargs.episode_step_limit=150", "--set", "n_warmup_steps=100",
-            "--set", "n_warmup_steps_critic=100", "--set", "n_warmup_steps_actor=200",
-            "--set", "evaluation_interval=200", "--set", "n_evaluation_episodes=1", "--set", "sequence_length=20",
-            "--set", "replay_capacity=1000"]
+# A short memory-task run (helpers.SHORT_RUN) on a 1000-transition ring.
+SETTINGS = set_args({**SHORT_RUN, "replay_capacity": 1000})
 
 
 def config(total_steps):
-    cfg = preset("memory-chapter").replace(total_steps=total_steps, n_warmup_steps=100, n_warmup_steps_critic=100,
-                                           n_warmup_steps_actor=200, evaluation_interval=200,
-                                           n_evaluation_episodes=1, sequence_length=20, replay_capacity=1000)
-    return cfg.replace(environment_kwargs={**cfg.environment_kwargs, "episode_step_limit": 150})
-
-
-def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "memrl", "train", *args], capture_output=True, text=True,
-                          timeout=300, **kwargs)
+    return short_run(total_steps, replay_capacity=1000)
 
 
 def test_resume_in_a_fresh_process_is_bit_identical(tmp_path):
     """Training 2N steps equals training N, saving, loading in a new process, and training N more."""
     straight = train(config(600), seed=5, log_dir=str(tmp_path / "straight"), print_fn=None)
-    first = cli("memory-chapter", "--seed", "5", "--steps", "300", "--log-dir", str(tmp_path / "split"),
+    first = cli("train", "memory-chapter", "--seed", "5", "--steps", "300", "--log-dir", str(tmp_path / "split"),
                 "--set", "checkpoint_interval=300", *SETTINGS)
     assert first.returncode == 0, first.stderr
-    second = cli("--resume", str(tmp_path / "split"), "--steps", "600", "--quiet")
+    second = cli("train", "--resume", str(tmp_path / "split"), "--steps", "600", "--quiet")
     assert second.returncode == 0, second.stderr
     arrays, meta = load_checkpoint(CheckpointManager(str(tmp_path / "split" / "checkpoints")).latest())
     assert meta["step_count"] == 600
@@ -45,9 +34,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(tmp_path):
         np.testing.assert_array_equal(arrays[f"{name}/params"], net.params, err_msg=name)
         np.testing.assert_array_equal(arrays[f"{name}/adam_v"], net.adam_v, err_msg=name)
     np.testing.assert_array_equal(arrays["replay/observation"], straight.trainer.buffer.observation)
-    strip = lambda path: [{k: v for k, v in json.loads(line).items() if "elapsed" not in k and "rss" not in k}  # noqa: E731
-                          for line in open(path)]
-    assert strip(tmp_path / "split" / "metrics.jsonl") == strip(tmp_path / "straight" / "metrics.jsonl")
+    assert records(tmp_path / "split") == records(tmp_path / "straight")
 
 
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
@@ -69,7 +56,7 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
         assert latest is not None
         Trainer.load(latest)  # loads and rebuilds the whole state
     reached = load_checkpoint(CheckpointManager(str(run / "checkpoints")).latest())[1]["step_count"]
-    done = cli("--resume", str(run), "--steps", str(reached + 300), "--quiet")
+    done = cli("train", "--resume", str(run), "--steps", str(reached + 300), "--quiet")
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(CheckpointManager(str(run / "checkpoints")).latest())[1]["step_count"] == reached + 300
 
@@ -99,8 +86,7 @@ def test_exported_policy_acts_like_the_trained_actor(tmp_path):
 
 
 def test_cli_resume_without_checkpoints_is_one_line(tmp_path):
-    out = cli("--resume", str(tmp_path))
-    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert_one_error_line(cli("train", "--resume", str(tmp_path)), f"resume: '{tmp_path}' holds no checkpoints/ folder")
 
 
 def test_td3_policy_exports_and_acts_deterministically(tmp_path):

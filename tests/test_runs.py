@@ -15,30 +15,14 @@ from memrl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from memrl.config import preset
 from memrl.loop import train
 from memrl.policy import Policy
+from helpers import SHORT_RUN, assert_one_error_line, cli, records, set_args, short_run
 
-# A short memory-task run: 150-step episodes, warm-ups of 100/100/200 steps, windows of 20.
-SMALL = ["--set", "environment_kwargs.episode_step_limit=150", "--set", "n_warmup_steps=100",
-         "--set", "n_warmup_steps_critic=100", "--set", "n_warmup_steps_actor=200",
-         "--set", "evaluation_interval=200", "--set", "n_evaluation_episodes=1", "--set", "sequence_length=20",
-         "--set", "n_probes=3"]
-TIMING = ("elapsed_s", "train_elapsed_s", "peak_rss_mb")
+# A short memory-task run (helpers.SHORT_RUN) with three probes, on the command line and in Python.
+SMALL = set_args({**SHORT_RUN, "n_probes": 3})
 
 
 def small(total_steps, **changes):
-    cfg = preset("memory-chapter").replace(total_steps=total_steps, n_warmup_steps=100, n_warmup_steps_critic=100,
-                                           n_warmup_steps_actor=200, evaluation_interval=200,
-                                           n_evaluation_episodes=1, sequence_length=20, n_probes=3, **changes)
-    return cfg.replace(**{"environment_kwargs.episode_step_limit": 150})
-
-
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "memrl", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def records(run):
-    """metrics.jsonl without the timing fields."""
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+    return short_run(total_steps, n_probes=3, **changes)
 
 
 def latest(run):
@@ -52,12 +36,6 @@ def assert_same_policy(a, b):
     for name in pa:
         np.testing.assert_array_equal(pa[name], pb[name], err_msg=name)
     assert ma["layers"] == mb["layers"] and ma["environment"] == mb["environment"]
-
-
-def assert_one_error_line(out, fragment):
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("memrl: error:") and fragment in lines[0], out.stderr
 
 
 # -- 1. resume and extend ------------------------------------------------------------------------
@@ -201,7 +179,7 @@ def test_a_killed_gymnasium_run_resumes_from_its_checkpoint(tmp_path):
     final, meta = latest(run)
     assert meta["step_count"] == 1500
     # the interrupted episode ended (as truncated, not terminated) with the transition before the resume
-    assert final["replay/truncated"][0, reached - 1] == 1 and final["replay/terminated"][0, reached - 1] == 0
+    assert final["replay/episode_end"][0, reached - 1] == 1 and final["replay/terminated"][0, reached - 1] == 0
     steps = [r["step"] for r in records(run)]
     assert steps == [0, 500, 1000, 1500]
     # resuming from the same checkpoint twice gives the same continuation

@@ -15,16 +15,13 @@ from memrl.checkpoint import CheckpointManager, load_checkpoint
 from memrl.config import preset
 from memrl.loop import train
 from memrl.run import RunDirectoryError
-from memrl.sweep import (STOPPED, Trial, format_value, parse_grid, parse_seeds, plan_trials, point_name,
+from memrl.sweep import (STOPPED, format_value, parse_grid, parse_seeds, plan_trials, point_name,
                          reported_metrics, run_state, split_values)
+from helpers import SHORT_RUN, assert_one_error_line, cli, records, set_args, short_run
 
-TIMING = ("elapsed_s", "train_elapsed_s", "peak_rss_mb")
-# A short memory-task run (150-step episodes, windows of 20), 3000 steps, evaluated and checkpointed
+# A short memory-task run (helpers.SHORT_RUN, three probes), 3000 steps, evaluated and checkpointed
 # every 500 steps: about a second or three of training per trial.
-SMALL = ["--set", "environment_kwargs.episode_step_limit=150", "--set", "n_warmup_steps=100",
-         "--set", "n_warmup_steps_critic=100", "--set", "n_warmup_steps_actor=200",
-         "--set", "evaluation_interval=500", "--set", "n_evaluation_episodes=1", "--set", "sequence_length=20",
-         "--set", "n_probes=3", "--set", "checkpoint_interval=500"]
+SMALL = set_args({**SHORT_RUN, "evaluation_interval": 500, "n_probes": 3, "checkpoint_interval": 500})
 STEPS = 3000
 SWEEP = ["memory-chapter", "--seeds", "1-2", "--steps", str(STEPS), "--grid", "gamma=0.5", *SMALL]
 NAMES = ["gamma=0.5/seed-1", "gamma=0.5/seed-2"]
@@ -32,20 +29,8 @@ NAMES = ["gamma=0.5/seed-1", "gamma=0.5/seed-2"]
 
 def small(total_steps=STEPS, every=500, **changes):
     """The sweep's configuration (``every``: evaluation and checkpoint interval), on one thread."""
-    config = preset("memory-chapter").replace(
-        total_steps=total_steps, n_warmup_steps=100, n_warmup_steps_critic=100, n_warmup_steps_actor=200,
-        evaluation_interval=every, n_evaluation_episodes=1, sequence_length=20, n_probes=3, checkpoint_interval=every,
-        threads=1, **changes)
-    return config.replace(**{"environment_kwargs.episode_step_limit": 150})
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "memrl", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def records(run):
-    lines = open(os.path.join(run, "metrics.jsonl")).read().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+    return short_run(total_steps, evaluation_interval=every, n_probes=3, checkpoint_interval=every, threads=1,
+                     **changes)
 
 
 def final_checkpoint(run):
@@ -144,9 +129,7 @@ def test_sweep_cli_mistakes_are_one_line_and_leave_nothing(tmp_path):
                            (["--seeds", "1", "--steps", "0"], "--steps: expected a positive integer"),
                            (["--seeds", "1", "--cpus", "1", "--address", "auto"], "--cpus: sets the local Ray")):
         out = cli("sweep", "pendulum-sac", "--log-dir", str(log_dir), *args)
-        assert out.returncode == 2, (args, out.stderr)
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("memrl: error:") and fragment in lines[0], (args, out.stderr)
+        assert_one_error_line(out, fragment)
         assert not log_dir.exists()
 
 

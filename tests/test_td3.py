@@ -1,56 +1,11 @@
-"""TD3 updates: gradients equal float64 finite differences of the stated losses; exploration."""
-import math
-
+"""TD3 updates: gradients equal float64 finite differences of the stated losses (written out in
+tests/helpers.py); exploration."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from memrl.replay import SamplingConfig
 from memrl.td3 import TD3
-from test_sac import assert_gradient_of_spec, filled_batch, tiny_config
-
-
-def spec_critic_loss(agent, i, batch, noise):
-    cfg = agent.config
-    L, B = batch.sequence_length, batch.batch_size
-    d = batch.target_offset
-    obs_t = batch.target_observations.astype(np.float64)
-    Lt = obs_t.shape[0]
-    pre = agent.target_actor.forward(obs_t, batch.target_reset)[:, :, 0].copy()
-    x = np.zeros((Lt, B, 2))
-    for s in range(Lt):
-        for b in range(B):
-            x[s, b, 0] = obs_t[s, b, 0]
-            smoothed = math.tanh(pre[s, b]) + min(max(cfg.target_policy_noise * noise[s * B + b, 0],
-                                                      -cfg.target_noise_clip), cfg.target_noise_clip)
-            x[s, b, 1] = min(max(smoothed, -1.0), 1.0) if batch.target_final[s, b] else batch.target_actions[s, b, 0]
-    q1 = agent.target_critics[0].forward(x, batch.target_reset)[:, :, 0].copy()
-    q2 = agent.target_critics[1].forward(x, batch.target_reset)[:, :, 0].copy()
-    xq = np.concatenate([batch.current_observations, batch.current_actions], axis=2).astype(np.float64)
-    q = agent.critics[i].forward(xq, batch.reset)[:, :, 0]
-    total, n = 0.0, 0
-    for t in range(L):
-        for b in range(B):
-            if batch.final[t, b]:
-                y = float(batch.rewards[t, b]) + cfg.gamma * (1.0 - float(batch.terminated[t, b])) * min(
-                    q1[t + d, b], q2[t + d, b])
-                total += (q[t, b] - y) ** 2
-                n += 1
-    return total / (2 * n)
-
-
-def spec_actor_loss(agent, batch):
-    L, B = batch.sequence_length, batch.batch_size
-    obs = batch.current_observations.astype(np.float64)
-    pre = agent.actor.forward(obs, batch.reset)[:, :, 0].copy()
-    x = np.zeros((L, B, 2))
-    for t in range(L):
-        for b in range(B):
-            x[t, b, 0] = obs[t, b, 0]
-            x[t, b, 1] = math.tanh(pre[t, b]) if batch.final[t, b] else batch.current_actions[t, b, 0]
-    q1 = agent.critics[0].forward(x, batch.reset)[:, :, 0]
-    finals = [(t, b) for t in range(L) for b in range(B) if batch.final[t, b]]
-    return -sum(q1[t, b] for t, b in finals) / len(finals)
-
+from helpers import assert_gradient_of_spec, bind, filled_batch, spec_td3_actor_loss, spec_td3_critic_loss, tiny_config
 
 cases = st.fixed_dictionaries({"seed": st.integers(0, 10**6), "gates": st.sampled_from(["exact", "fast"]),
                                "include_first": st.booleans()})
@@ -72,10 +27,11 @@ def test_td3_critic_gradient_matches_finite_differences(c):
     cfg, agent = make_agent(c)
     batch = filled_batch(cfg, c["seed"])
     noise = np.random.default_rng(c["seed"]).standard_normal(agent.noise_shape(batch, target=True)) * 2
+    bind(agent, batch, critic_noise=noise)
     for i in range(2):
-        loss = agent.critic_loss_and_grad(i, batch, noise)
+        loss = agent.critic_gradient(i)
         assert_gradient_of_spec(agent.critics[i], agent.critics[i].grads.copy(), loss,
-                                lambda i=i: spec_critic_loss(agent, i, batch, noise), f"critic {i}")
+                                lambda i=i: spec_td3_critic_loss(agent, i, batch, noise), f"critic {i}")
 
 
 @settings(max_examples=8)
@@ -83,12 +39,13 @@ def test_td3_critic_gradient_matches_finite_differences(c):
 def test_td3_actor_gradient_matches_finite_differences(c):
     cfg, agent = make_agent(c)
     batch = filled_batch(cfg, c["seed"])
-    loss = agent.actor_loss_and_grad(batch)
+    bind(agent, batch)
+    loss, _ = agent.actor_gradient()
     grads = agent.actor.grads.copy()
-    assert_gradient_of_spec(agent.actor, grads, loss, lambda: spec_actor_loss(agent, batch), "actor")
+    assert_gradient_of_spec(agent.actor, grads, loss, lambda: spec_td3_actor_loss(agent, batch), "actor")
     # only critic 1 drives the actor (the helper restored the actor's parameters)
     agent.critics[1].params[:] = 0
-    agent.actor_loss_and_grad(batch)
+    agent.actor_gradient()
     np.testing.assert_array_equal(agent.actor.grads, grads)
 
 
@@ -96,7 +53,8 @@ def test_td3_actor_update_moves_the_target_actor_and_explores_within_bounds():
     cfg, agent = make_agent(dict(seed=0, gates="fast", include_first=True))
     batch = filled_batch(cfg, 0)
     before = agent.target_actor.params.copy()
-    agent.update_actor(batch)
+    bind(agent, batch)
+    agent.update_actor()
     np.testing.assert_allclose(agent.target_actor.params, (1 - cfg.tau) * before + cfg.tau * agent.actor.params)
     obs = np.ones((3, 1))
     state = agent.actor.initial_state(3)

@@ -2,8 +2,6 @@
 import json
 import os
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,15 +14,10 @@ from tensorboardX.record_writer import masked_crc32c  # noqa: E402
 
 from memrl import tensorboard  # noqa: E402
 from memrl.config import preset  # noqa: E402
+from helpers import SHORT_RUN, cli, set_args  # noqa: E402
 
-SMALL = ["--set", "environment_kwargs.episode_step_limit=150", "--set", "n_warmup_steps=100",
-         "--set", "n_warmup_steps_critic=100", "--set", "n_warmup_steps_actor=200",
-         "--set", "evaluation_interval=200", "--set", "n_evaluation_episodes=1", "--set", "sequence_length=20",
-         "--set", "n_probes=3", "--set", "checkpoint_interval=200"]
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "memrl", *args], capture_output=True, text=True, timeout=300)
+# A short memory-task run (helpers.SHORT_RUN), three probes, a checkpoint at every evaluation.
+SMALL = set_args({**SHORT_RUN, "n_probes": 3, "checkpoint_interval": 200})
 
 
 def read_event_file(path):

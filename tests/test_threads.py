@@ -2,17 +2,16 @@
 the pool, busy cores make it back off, and it survives concurrent callers and fork()."""
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 
 import numpy as np
 import pytest
 
-from memrl._core import _sac
+from memrl._core import _pool as _sac
 from memrl.config import preset
 from memrl.loop import Trainer
+from helpers import run_python
 
 MEMORY = dict(total_steps=260, n_warmup_steps=80, n_warmup_steps_critic=80, n_warmup_steps_actor=160,
               environment_kwargs={"horizon": 10, "input_probability": None, "episode_step_limit": 120,
@@ -150,7 +149,7 @@ def test_pool_works_in_a_forked_child(pool):
 def in_child(body: str) -> dict:
     """Run ``body`` (which leaves a dict in ``out``) in a fresh Python process; returns ``out``."""
     code = "import json, os\n" + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -160,7 +159,7 @@ def test_busy_cores_make_the_pool_back_off():
     """With the caller and the worker pinned to one CPU (so each can run only while the other
     is off it) offers fail, and the pool runs most pairs serially instead."""
     out = in_child(f"""
-        from memrl._core import _sac
+        from memrl._core import _pool as _sac
         from memrl.config import preset
         from memrl.loop import Trainer
         t = Trainer(preset("pendulum-sac").replace(**{dict(PENDULUM, total_steps=1500)!r}, threads=2), seed=0)
@@ -182,7 +181,7 @@ def test_busy_cores_make_the_pool_back_off():
 def test_a_process_allowed_one_cpu_starts_no_worker():
     out = in_child(f"""
         os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
-        from memrl._core import _sac
+        from memrl._core import _pool as _sac
         from memrl.config import preset
         from memrl.loop import Trainer
         t = Trainer(preset("pendulum-sac").replace(**{PENDULUM!r}, threads=2), seed=0)

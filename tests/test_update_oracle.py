@@ -44,6 +44,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from memrl.config import Config
 from memrl.nn import Sequential
 from memrl.replay import ReplayBuffer, SamplingConfig, SequenceSampler
+from helpers import tanh_gaussian
 
 RTOL, ATOL = 1e-4, 1e-5            # float32 update against float64 oracle: values
 GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-6  # gradient components (unit directions): relative to |g|, absolute
@@ -85,10 +86,10 @@ def run_compiled_updates(cfg, observation_dim, action_dim, critic_batches, criti
     def snapshot():
         return {name: (net.config(), net.params.copy()) for name, net in nets.items()}
 
-    agent.fuse(critic_batches, critic_noises, actor_batch, actor_noise, threads=cfg.threads)
+    agent.bind(critic_batches, critic_noises, actor_batch, actor_noise)
     out = {"before_critics": snapshot(), "alpha": agent.alpha or 0.0}
-    out["critic_losses"] = agent.update_critics_fused(update_targets)
-    out["targets"] = [update.targets for update in agent._fused_critics]
+    out["critic_losses"] = agent.update_critics(update_targets)
+    out["targets"] = [update.targets for update in agent._critic_updates]
     out["critic_grads"] = [critic.grads.copy() for critic in agent.critics]
     out["before_actor"] = snapshot()
     alpha_gradients = []
@@ -96,7 +97,7 @@ def run_compiled_updates(cfg, observation_dim, action_dim, critic_batches, criti
     if log_alpha is not None:
         step = log_alpha.step
         log_alpha.step = lambda grad: (alpha_gradients.append(grad), step(grad))[1]
-    out["actor_loss"] = agent.update_actor_fused()
+    out["actor_loss"] = agent.update_actor()
     out["actor_grad"] = agent.actor.grads.copy()
     out["alpha_gradients"] = alpha_gradients
     out["alpha_after"] = agent.alpha or 0.0
@@ -283,7 +284,7 @@ def check_batch_masks(batch, windows, replay, L):
     """The batch's masks, rewards, flags and indices must be what its windows imply."""
     B = batch.batch_size
     want = {"reset": np.zeros((L, B), np.uint8), "final": np.zeros((L, B), np.uint8),
-            "next_reset": np.zeros((L + 1, B), np.uint8), "next_final": np.zeros((L + 1, B), np.uint8),
+            "target_reset": np.zeros((L + 1, B), np.uint8), "padding": np.zeros((L + 1, B), np.uint8),
             "transition_index": np.zeros((L + 1, B), np.int64), "rewards": np.zeros((L, B), np.float32),
             "terminated": np.zeros((L, B), np.float32), "stream": np.zeros(B, np.int64),
             "n_segments": np.zeros(B, np.int64)}
@@ -292,9 +293,9 @@ def check_batch_masks(batch, windows, replay, L):
         want["stream"][b] = w.stream
         want["n_segments"][b] = len(w.segments)
         for seg in w.segments:
-            want["reset"][seg.slots[0], b] = want["next_reset"][seg.slots[0], b] = 1
+            want["reset"][seg.slots[0], b] = want["target_reset"][seg.slots[0], b] = 1
             want["final"][seg.slots[-1], b] = 1
-            want["next_final"][seg.pad, b] = 1
+            want["padding"][seg.pad, b] = 1
             if seg.pad < L:
                 want["reset"][seg.pad, b] = 1
             for slot, tr in zip(seg.slots, seg.transitions):
@@ -303,14 +304,14 @@ def check_batch_masks(batch, windows, replay, L):
                 want["terminated"][slot, b] = tr.terminated
             want["transition_index"][seg.pad, b] = replay.ring_index(seg.transitions[-1])
         if w.extra is not None:
-            want["next_reset"][L, b] = 1
+            want["target_reset"][L, b] = 1
             want["transition_index"][L, b] = replay.ring_index(w.extra)
     for name, value in want.items():
         np.testing.assert_array_equal(getattr(batch, name), value, f"batch.{name}")
     first = 0 if batch.include_first_step_in_targets else 1
     assert batch.target_observations.shape[0] == L + 1 - first
-    np.testing.assert_array_equal(batch.target_reset, want["next_reset"][first:], "batch.target_reset")
-    np.testing.assert_array_equal(batch.target_final, want["next_final"][first:], "batch.target_final")
+    np.testing.assert_array_equal(batch.target_window_reset, want["target_reset"][first:], "batch.target_window_reset")
+    np.testing.assert_array_equal(batch.target_window_padding, want["padding"][first:], "batch.target_window_padding")
 
 
 def _uniform_index(u, n):
@@ -378,16 +379,6 @@ class Nets64:
 
     def params(self, name):
         return self.nets[name].params
-
-
-def tanh_gaussian(pre, eps, lo, hi):
-    """SAC's head (internals 2.3) for rows pre (N, 2A) and noise eps (N, A): actions, log pi."""
-    A = eps.shape[1]
-    mean, log_std = pre[:, :A], np.clip(pre[:, A:], lo, hi)
-    u = mean + np.exp(log_std) * eps
-    one_minus_a2 = 1.0 / np.cosh(u) ** 2  # = 1 - tanh(u)^2 without cancellation near |a| = 1
-    logp = np.sum(-0.5 * math.log(2 * math.pi) - log_std - 0.5 * eps ** 2 - np.log(one_minus_a2 + 1e-6), axis=1)
-    return np.tanh(u), logp
 
 
 def smoothed(pre, eps, sigma, clip):

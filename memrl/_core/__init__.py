@@ -1,6 +1,7 @@
 """Compiled kernels (Cython over NumPy buffers). Import the Python API from ``memrl`` instead.
 
-How they were built, read lazily from the tiny ``_build`` extension (importing this package
+``ACTIVATIONS`` and ``GATE_MODES`` name the codes the kernels take (plain Python, so settings
+can be checked without loading them). How the kernels were built, read lazily from the tiny ``_build`` extension (importing this package
 loads nothing compiled):
 
 * ``DEBUG_BUILD``: built with ``MEMRL_CYTHON_DEBUG=1`` (bounds, wraparound and initialisation
@@ -8,6 +9,11 @@ loads nothing compiled):
 * ``BOUNDS_CHECKED``, ``WRAPAROUND_CHECKED``: whether the generated C really checks memoryview
   indices, probed at import (see ``memrl/_core/_build.pyx``).
 """
+
+ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "fast_tanh", "fast_sigmoid")
+"""Activation names; a name's index is its code in the kernels (``_activations.pxd``)."""
+GATE_MODES = ("exact", "fast")
+"""GRU gate modes: libm's sigmoid and tanh, or RLtools' Pade approximations; index = code."""
 
 _BUILD_INFO = ("DEBUG_BUILD", "BOUNDS_CHECKED", "WRAPAROUND_CHECKED")
 

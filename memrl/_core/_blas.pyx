@@ -207,3 +207,77 @@ cdef _repeat_f(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bi
                 gemm_small(trans_a, trans_b, M, N, K, <float>1, &A[0, 0], lda, &B[0, 0], ldb, <float>0, &C[0, 0], ldc)
             else:
                 gemm_blas(trans_a, trans_b, M, N, K, <float>1, &A[0, 0], lda, &B[0, 0], ldb, <float>0, &C[0, 0], ldc)
+
+
+def gemm_py(A, B, C, *, double alpha=1.0, double beta=0.0, bint trans_a=False, bint trans_b=False,
+            route="auto"):
+    """``C <- alpha * op(A) @ op(B) + beta * C`` through the seam, in place (tests); returns C.
+
+    A, B, C: 2-D arrays of one dtype (float32 or float64) whose rows are contiguous (unit stride
+    along axis 1) and whose row strides, the leading dimensions ``lda``, ``ldb``, ``ldc``, may
+    exceed the row length (views of the first columns of wider arrays). ``op(A)`` is (M, K), ``op(B)``
+    (K, N), C (M, N). ``route`` as for ``matmul``. beta == 0 never reads C. Raises TypeError for
+    mixed or other dtypes and ValueError naming the argument for shapes, layouts or the route.
+    """
+    import numpy as np
+    if not (A.dtype == B.dtype == C.dtype) or A.dtype not in (np.float32, np.float64):
+        raise TypeError(f"A, B, C: expected one dtype, float32 or float64, got {A.dtype}, {B.dtype} and {C.dtype}")
+    lds = []
+    for name, X in (("A", A), ("B", B), ("C", C)):
+        if X.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D array, got shape {X.shape}")
+        rows, cols = X.shape
+        item = X.itemsize
+        row_stride = X.strides[0] if rows > 1 else max(cols, 1) * item
+        if (cols > 1 and X.strides[1] != item) or row_stride % item or row_stride < max(cols, 1) * item:
+            raise ValueError(f"{name}: expected rows of contiguous elements with a row stride of at least the "
+                             f"row length (C order, or a view of a wider C-order array), got strides {X.strides} "
+                             f"for shape {X.shape}")
+        lds.append(row_stride // item)
+    M, K = (A.shape[1], A.shape[0]) if trans_a else A.shape
+    K2, N = (B.shape[1], B.shape[0]) if trans_b else B.shape
+    if K != K2:
+        raise ValueError(f"B: inner dimension {K2} does not match A's {K}")
+    if C.shape != (M, N):
+        raise ValueError(f"C: expected shape {(M, N)}, got {C.shape}")
+    if not C.flags.writeable:
+        raise ValueError("C: expected a writeable array")
+    if route not in ("auto", "small", "blas"):
+        raise ValueError(f"route: expected 'auto', 'small' or 'blas', got {route!r}")
+    which = 0 if route == "auto" else (1 if route == "small" else 2)
+    if A.dtype == np.float32:
+        _gemm_f(A, B, C, lds[0], lds[1], lds[2], <float>alpha, <float>beta, trans_a, trans_b, which)
+    else:
+        _gemm_d(A, B, C, lds[0], lds[1], lds[2], alpha, beta, trans_a, trans_b, which)
+    return C
+
+
+cdef _gemm_f(const float[:, :] A, const float[:, :] B, float[:, :] C, int lda, int ldb, int ldc, float alpha,
+             float beta, bint trans_a, bint trans_b, int which):
+    _gemm_any(A, B, C, lda, ldb, ldc, alpha, beta, trans_a, trans_b, which)
+
+
+cdef _gemm_d(const double[:, :] A, const double[:, :] B, double[:, :] C, int lda, int ldb, int ldc, double alpha,
+             double beta, bint trans_a, bint trans_b, int which):
+    _gemm_any(A, B, C, lda, ldb, ldc, alpha, beta, trans_a, trans_b, which)
+
+
+cdef _gemm_any(const floating[:, :] A, const floating[:, :] B, floating[:, :] C, int lda, int ldb, int ldc,
+               floating alpha, floating beta, bint trans_a, bint trans_b, int which):
+    cdef int M = C.shape[0], N = C.shape[1]
+    cdef int K = A.shape[0] if trans_a else A.shape[1]
+    cdef int i, j
+    if M == 0 or N == 0:
+        return
+    if K == 0:  # an empty sum: C <- beta C (without reading C when beta is 0)
+        for i in range(M):
+            for j in range(N):
+                C[i, j] = 0 if beta == 0 else beta * C[i, j]
+        return
+    with nogil:
+        if which == 0:
+            gemm(trans_a, trans_b, M, N, K, alpha, &A[0, 0], lda, &B[0, 0], ldb, beta, &C[0, 0], ldc)
+        elif which == 1:
+            gemm_small(trans_a, trans_b, M, N, K, alpha, &A[0, 0], lda, &B[0, 0], ldb, beta, &C[0, 0], ldc)
+        else:
+            gemm_blas(trans_a, trans_b, M, N, K, alpha, &A[0, 0], lda, &B[0, 0], ldb, beta, &C[0, 0], ldc)

@@ -7,13 +7,11 @@ from cython cimport floating
 from memrl._core._blas cimport gemm
 from memrl._core._activations cimport activate_array, activate_grad_array
 
-IDENTITY = 0
-RELU = 1
-TANH = 2
-SIGMOID = 3
-FAST_TANH = 4
-FAST_SIGMOID = 5
-ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "fast_tanh": 4, "fast_sigmoid": 5}
+from memrl._core import ACTIVATIONS as _NAMES
+
+ACTIVATIONS = {name: code for code, name in enumerate(_NAMES)}
+"""Activation name -> code (the codes of ``_activations.pxd``)."""
+IDENTITY, RELU, TANH, SIGMOID, FAST_TANH, FAST_SIGMOID = (ACTIVATIONS[n] for n in _NAMES)
 
 
 cdef void dense_fwd(int N, int I, int O, const floating* x, const floating* W, const floating* b,

@@ -30,8 +30,9 @@ from libc.string cimport memcpy, memset
 from memrl._core._blas cimport gemm
 from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh, fast_tanh_grad
 
-EXACT = 0
-FAST = 1
+from memrl._core import GATE_MODES as _MODES
+
+EXACT, FAST = (_MODES.index(n) for n in ("exact", "fast"))
 
 
 cdef inline void _gates_rz(int n, floating* pre, floating* post, int mode) noexcept nogil:

@@ -10,6 +10,13 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy
 
 
+cpdef enum WriteStatus:
+    WRITTEN = 0
+    NONFINITE_ROW = 1           # a staged observation, action or next observation is NaN or infinite
+    EPISODE_TOO_LONG = 2        # the open episode already holds max_episode_length transitions
+    NONFINITE_REWARD = 3        # the reward is not a finite float32
+
+
 cdef class RingWriter:
     """Typed views on one buffer's arrays and its staging row (all reused, never reallocated)."""
     cdef float[:, :, ::1] observation
@@ -17,7 +24,7 @@ cdef class RingWriter:
     cdef float[:, :, ::1] next_observation
     cdef float[:, ::1] reward
     cdef uint8_t[:, ::1] terminated
-    cdef uint8_t[:, ::1] truncated
+    cdef uint8_t[:, ::1] episode_end
     cdef int64_t[:, ::1] episode_start
     cdef int64_t[::1] position
     cdef uint8_t[::1] full
@@ -27,7 +34,7 @@ cdef class RingWriter:
     cdef Py_ssize_t C, O, A, max_episode_length
 
     def __init__(self, float[:, :, ::1] observation, float[:, :, ::1] action, float[:, :, ::1] next_observation,
-                 float[:, ::1] reward, uint8_t[:, ::1] terminated, uint8_t[:, ::1] truncated,
+                 float[:, ::1] reward, uint8_t[:, ::1] terminated, uint8_t[:, ::1] episode_end,
                  int64_t[:, ::1] episode_start, int64_t[::1] position, uint8_t[::1] full,
                  int64_t[::1] episode_length, int64_t[::1] n_added, const float[::1] staged,
                  Py_ssize_t max_episode_length):
@@ -42,14 +49,14 @@ cdef class RingWriter:
                  and next_observation.shape[2] == self.O),
                 ("reward", reward.shape[0] == S and reward.shape[1] == C),
                 ("terminated", terminated.shape[0] == S and terminated.shape[1] == C),
-                ("truncated", truncated.shape[0] == S and truncated.shape[1] == C),
+                ("episode_end", episode_end.shape[0] == S and episode_end.shape[1] == C),
                 ("episode_start", episode_start.shape[0] == S and episode_start.shape[1] == C),
                 ("position", position.shape[0] == S), ("full", full.shape[0] == S),
                 ("episode_length", episode_length.shape[0] == S), ("n_added", n_added.shape[0] == S)):
             if not ok:
                 raise ValueError(f"{name}: expected {S} streams of capacity {C} like observation")
         self.observation, self.action, self.next_observation = observation, action, next_observation
-        self.reward, self.terminated, self.truncated = reward, terminated, truncated
+        self.reward, self.terminated, self.episode_end = reward, terminated, episode_end
         self.episode_start, self.position, self.full = episode_start, position, full
         self.episode_length, self.n_added, self.staged = episode_length, n_added, staged
         self.max_episode_length = max_episode_length  # 0: unbounded
@@ -57,9 +64,8 @@ cdef class RingWriter:
     def write(self, Py_ssize_t stream, float reward, bint terminated, bint truncated):
         """Append the staged row to ``stream`` (0 <= stream < S, checked by the caller).
 
-        Returns 0, 1 if a staged value is NaN or infinite, 2 if the open episode already holds
-        ``max_episode_length`` transitions, or 3 if the reward is not a finite float32; nothing
-        is written unless 0.
+        Returns a ``WriteStatus`` value (an int): WRITTEN, or why nothing was written (NONFINITE_ROW,
+        EPISODE_TOO_LONG, NONFINITE_REWARD).
         """
         return self._write(stream, reward, terminated, truncated)
 
@@ -67,13 +73,13 @@ cdef class RingWriter:
         cdef Py_ssize_t i, O = self.O, A = self.A, n = 2 * O + A, position, length, start
         cdef bint ended = terminated or truncated
         if not isfinite(reward):
-            return 3
+            return NONFINITE_REWARD
         for i in range(n):
             if not isfinite(self.staged[i]):
-                return 1
+                return NONFINITE_ROW
         length = self.episode_length[stream]
         if self.max_episode_length and length >= self.max_episode_length:
-            return 2
+            return EPISODE_TOO_LONG
         position = self.position[stream]
         if length == 0:
             start = position
@@ -84,7 +90,7 @@ cdef class RingWriter:
         memcpy(&self.next_observation[stream, position, 0], &self.staged[O + A], O * sizeof(float))
         self.reward[stream, position] = reward
         self.terminated[stream, position] = terminated
-        self.truncated[stream, position] = ended
+        self.episode_end[stream, position] = ended
         self.episode_start[stream, position] = start
         self.episode_length[stream] = 0 if ended else length + 1
         self.n_added[stream] += 1
@@ -93,4 +99,4 @@ cdef class RingWriter:
             position = 0
             self.full[stream] = 1
         self.position[stream] = position
-        return 0
+        return WRITTEN

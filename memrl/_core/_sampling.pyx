@@ -2,10 +2,10 @@
 
 Layout (C-contiguous, as ``memrl.replay.ReplayBuffer`` and ``SequenceBatch`` allocate them):
   buffer: observation / next_observation (S, C, O) float32, action (S, C, A) float32,
-          reward (S, C) float32, terminated / truncated (S, C) uint8, episode_start (S, C) int64,
+          reward (S, C) float32, terminated / episode_end (S, C) uint8, episode_start (S, C) int64,
           position (S,) int64, full (S,) uint8   -- S streams of capacity C;
   batch (time-major): observations (L+1, B, O), actions (L+1, B, A), rewards / terminated (L, B)
-          float32, reset / final (L, B) uint8, next_reset / next_final (L+1, B) uint8,
+          float32, reset / final (L, B) uint8, target_reset / padding (L+1, B) uint8,
           transition_index (L+1, B) int64, stream / n_segments (B,) int64.
 
 Randomness is an input: each batch row b reads its own row of ``uniforms`` (B, n_uniforms(L)),
@@ -64,7 +64,7 @@ cdef class SequenceGatherer:
     cdef const float[:, :, ::1] next_observation
     cdef const float[:, ::1] reward
     cdef const uint8_t[:, ::1] terminated
-    cdef const uint8_t[:, ::1] truncated
+    cdef const uint8_t[:, ::1] episode_end
     cdef const int64_t[:, ::1] episode_start
     cdef const int64_t[::1] position
     cdef const uint8_t[::1] full
@@ -75,8 +75,8 @@ cdef class SequenceGatherer:
     cdef float[:, ::1] terminated_out
     cdef uint8_t[:, ::1] reset_out
     cdef uint8_t[:, ::1] final_out
-    cdef uint8_t[:, ::1] next_reset_out
-    cdef uint8_t[:, ::1] next_final_out
+    cdef uint8_t[:, ::1] target_reset_out
+    cdef uint8_t[:, ::1] padding_out
     cdef int64_t[:, ::1] transition_index_out
     cdef int64_t[::1] stream_out
     cdef int64_t[::1] n_segments_out
@@ -90,13 +90,13 @@ cdef class SequenceGatherer:
         self,
         const float[:, :, ::1] observation, const float[:, :, ::1] action,
         const float[:, :, ::1] next_observation, const float[:, ::1] reward,
-        const uint8_t[:, ::1] terminated, const uint8_t[:, ::1] truncated,
+        const uint8_t[:, ::1] terminated, const uint8_t[:, ::1] episode_end,
         const int64_t[:, ::1] episode_start, const int64_t[::1] position,
         const uint8_t[::1] full, Py_ssize_t max_episode_length,
         float[:, :, ::1] observations_out, float[:, :, ::1] actions_out,
         float[:, ::1] rewards_out, float[:, ::1] terminated_out,
         uint8_t[:, ::1] reset_out, uint8_t[:, ::1] final_out,
-        uint8_t[:, ::1] next_reset_out, uint8_t[:, ::1] next_final_out,
+        uint8_t[:, ::1] target_reset_out, uint8_t[:, ::1] padding_out,
         int64_t[:, ::1] transition_index_out, int64_t[::1] stream_out,
         int64_t[::1] n_segments_out,
         bint always_sample_from_initial_state, bint random_seq_length,
@@ -110,7 +110,7 @@ cdef class SequenceGatherer:
         _expect("action", action.shape, (S, C, A))
         _expect("next_observation", next_observation.shape, (S, C, O))
         for name, view in (("reward", reward), ("terminated", terminated),
-                           ("truncated", truncated), ("episode_start", episode_start)):
+                           ("episode_end", episode_end), ("episode_start", episode_start)):
             _expect(name, view.shape, (S, C))
         _expect("position", position.shape, (S,))
         _expect("full", full.shape, (S,))
@@ -119,7 +119,7 @@ cdef class SequenceGatherer:
         for name, view in (("terminated_out", terminated_out), ("reset_out", reset_out),
                            ("final_out", final_out)):
             _expect(name, view.shape, (L, B))
-        for name, view in (("next_reset_out", next_reset_out), ("next_final_out", next_final_out),
+        for name, view in (("target_reset_out", target_reset_out), ("padding_out", padding_out),
                            ("transition_index_out", transition_index_out)):
             _expect(name, view.shape, (L + 1, B))
         _expect("stream_out", stream_out.shape, (B,))
@@ -135,12 +135,12 @@ cdef class SequenceGatherer:
                              f"got {nominal_sequence_length_probability}")
 
         self.observation, self.action, self.next_observation = observation, action, next_observation
-        self.reward, self.terminated, self.truncated = reward, terminated, truncated
+        self.reward, self.terminated, self.episode_end = reward, terminated, episode_end
         self.episode_start, self.position, self.full = episode_start, position, full
         self.observations_out, self.actions_out = observations_out, actions_out
         self.rewards_out, self.terminated_out = rewards_out, terminated_out
         self.reset_out, self.final_out = reset_out, final_out
-        self.next_reset_out, self.next_final_out = next_reset_out, next_final_out
+        self.target_reset_out, self.padding_out = target_reset_out, padding_out
         self.transition_index_out = transition_index_out
         self.stream_out, self.n_segments_out = stream_out, n_segments_out
         self.S, self.C, self.O, self.A, self.L, self.B = S, C, O, A, L, B
@@ -189,24 +189,24 @@ cdef class SequenceGatherer:
             self.rewards_out[s, b] = 0
             self.terminated_out[s, b] = 0
         for s in range(L + 1):
-            self.next_reset_out[s, b] = 0
-            self.next_final_out[s, b] = 0
+            self.target_reset_out[s, b] = 0
+            self.padding_out[s, b] = 0
         self.reset_out[0, b] = 1
-        self.next_reset_out[0, b] = 1
+        self.target_reset_out[0, b] = 1
 
         cdef Py_ssize_t segment_length = L, segment_step = 0
         if self.random_seq_length:
             segment_length = _segment_length(L, self.enable_nominal, self.nominal_probability, u[1], u[2])
         cdef Py_ssize_t n_started = 0, n_final = 0
         cdef double length_coin = 0, length_uniform = 0
-        cdef bint previous_truncated = False, previous_padding = True, truncated
+        cdef bint previous_segment_end = False, previous_padding = True, segment_end
 
         for s in range(L + 1):
-            if previous_truncated:
+            if previous_segment_end:
                 # Padding slot: already holds the final step's next observation and action 0.
-                previous_truncated = False
+                previous_segment_end = False
                 previous_padding = True
-                self.next_final_out[s, b] = 1
+                self.padding_out[s, b] = 1
                 if s < L:
                     self.reset_out[s, b] = 1
                 continue
@@ -214,7 +214,7 @@ cdef class SequenceGatherer:
                 # Segment start: draw where it begins.
                 if s < L:
                     self.reset_out[s, b] = 1
-                self.next_reset_out[s, b] = 1
+                self.target_reset_out[s, b] = 1
                 offset = _uniform_index(u[3 + 3 * n_started], eligible)
                 if is_full:
                     index = (position + self.max_episode_length + offset) % C
@@ -235,25 +235,25 @@ cdef class SequenceGatherer:
                 self.rewards_out[s, b] = self.reward[stream, index]
                 self.terminated_out[s, b] = self.terminated[stream, index]
 
-            truncated = self.truncated[stream, index] != 0   # last transition of its episode
+            segment_end = self.episode_end[stream, index] != 0   # last transition of its episode
             next_index = index + 1
             if is_full and next_index == C:
                 next_index = 0
             if next_index == position:                        # newest transition of the stream
-                truncated = True
+                segment_end = True
             if s == L - 1:                                    # slot L must hold a padding slot
-                truncated = True
+                segment_end = True
             if self.random_seq_length:
                 if segment_step == segment_length - 1:        # reached the drawn length
-                    truncated = True
+                    segment_end = True
                     segment_length = _segment_length(
                         L, self.enable_nominal, self.nominal_probability, length_coin, length_uniform)
-                if truncated:
+                if segment_end:
                     segment_step = 0
                 else:
                     segment_step += 1
 
-            if truncated and s < L:
+            if segment_end and s < L:
                 self.final_out[s, b] = 1
                 n_final += 1
                 for i in range(O):
@@ -263,7 +263,7 @@ cdef class SequenceGatherer:
                 self.transition_index_out[s + 1, b] = index
             index = next_index
             previous_padding = False
-            previous_truncated = truncated
+            previous_segment_end = segment_end
         self.n_segments_out[b] = n_final
         return 0
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memrl.envs.memory import _check_positive_int, _check_seed
+from memrl._checks import check_int, check_seed
 
 GYMNASIUM_PREFIX = "gymnasium:"
 
@@ -86,8 +86,8 @@ class GymnasiumEnv:
     ) -> None:
         gymnasium = _gymnasium()
         if episode_step_limit is not None:
-            episode_step_limit = _check_positive_int("episode_step_limit", episode_step_limit)
-        self._pending_seed = _check_seed("seed", seed)
+            episode_step_limit = check_int("episode_step_limit", episode_step_limit, 1)
+        self._pending_seed = check_seed("seed", seed)
         if isinstance(env_or_id, str):
             if env_or_id in GYMNASIUM_IDS:
                 register_environments()
@@ -156,7 +156,7 @@ class GymnasiumEnv:
                     f"episode_step_limit: {self.name} declares no max_episode_steps "
                     "(env.spec.max_episode_steps is None); pass episode_step_limit=N"
                 )
-            episode_step_limit = _check_positive_int("env.spec.max_episode_steps", spec_limit)
+            episode_step_limit = check_int("env.spec.max_episode_steps", spec_limit, 1)
         self.episode_step_limit = episode_step_limit
         self._episode_step = 0
         self._needs_reset = True
@@ -164,7 +164,7 @@ class GymnasiumEnv:
     # ------------------------------------------------------------------ episode API
     def reset(self, seed: int | None = None) -> tuple[npt.NDArray[np.float32], dict]:
         """Start an episode (``env.reset(seed=...)``). Returns ``(obs, info)``."""
-        seed = _check_seed("seed", seed)
+        seed = check_seed("seed", seed)
         if seed is None:
             seed, self._pending_seed = self._pending_seed, None
         else:

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from memrl._checks import check_int, check_seed
+
 MODES = ("count_input", "count_steps_since_last_input")
 REWARD_SCALE = 10.0
 
@@ -44,24 +46,6 @@ def _read_only(value: float) -> npt.NDArray[np.float32]:
 # The only two observations there are. ``step`` hands out these shared read-only arrays instead of
 # allocating a new one per step; writing into an observation raises instead of corrupting them.
 _OBSERVATION_OF_BIT = (_read_only(0.0), _read_only(1.0))
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected a positive integer, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return int(value)
-
-
-def _check_seed(name: str, seed: Any) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{name}: expected None or a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"{name}: expected None or a non-negative integer, got {seed}")
-    return int(seed)
 
 
 def _action_value(action: Any) -> float:
@@ -114,7 +98,7 @@ class MemoryEnv:
         mode: str = "count_input",
         seed: int | None = None,
     ) -> None:
-        self.horizon = _check_positive_int("horizon", horizon)
+        self.horizon = check_int("horizon", horizon, 1)
         if input_probability is None:
             input_probability = 0.5 if self.horizon <= 4 else 2.0 / self.horizon
         if isinstance(input_probability, bool) or not isinstance(input_probability, numbers.Real):
@@ -122,12 +106,12 @@ class MemoryEnv:
         if not 0.0 <= float(input_probability) <= 1.0:  # also rejects NaN
             raise ValueError(f"input_probability: expected a number in [0, 1], got {input_probability}")
         self.input_probability = float(input_probability)
-        self.episode_step_limit = _check_positive_int("episode_step_limit", episode_step_limit)
+        self.episode_step_limit = check_int("episode_step_limit", episode_step_limit, 1)
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         self.mode = mode
         self._count_steps_since_last_input = mode == "count_steps_since_last_input"
-        self._rng = np.random.Generator(np.random.PCG64(_check_seed("seed", seed)))
+        self._rng = np.random.Generator(np.random.PCG64(check_seed("seed", seed)))
 
         # History as a ring: ``_history[_newest]`` is the bit the agent observes now, the slot
         # after it (mod horizon) the oldest. ``_ones`` counts ones in the window and
@@ -142,7 +126,7 @@ class MemoryEnv:
     # ------------------------------------------------------------------ episode API
     def reset(self, seed: int | None = None) -> tuple[npt.NDArray[np.float32], dict]:
         """Start an episode: a window of zeros whose newest bit is then drawn. Returns ``(obs, {})``."""
-        seed = _check_seed("seed", seed)
+        seed = check_seed("seed", seed)
         if seed is not None:
             self._rng = np.random.Generator(np.random.PCG64(seed))
         self._history = [0] * self.horizon

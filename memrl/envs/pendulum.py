@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memrl.envs.memory import _action_value, _check_positive_int, _check_seed
+from memrl._checks import check_int, check_seed
+from memrl.envs.memory import _action_value
 
 OBSERVATIONS = ("full", "position_only", "velocity_only")
 
@@ -97,8 +98,8 @@ class PendulumEnv:
         self.observation_dim = len(high)
         self.observation_low = _read_only([-h for h in high])
         self.observation_high = _read_only(high)
-        self.episode_step_limit = _check_positive_int("episode_step_limit", episode_step_limit)
-        self._rng = np.random.Generator(np.random.PCG64(_check_seed("seed", seed)))
+        self.episode_step_limit = check_int("episode_step_limit", episode_step_limit, 1)
+        self._rng = np.random.Generator(np.random.PCG64(check_seed("seed", seed)))
         self._theta = 0.0
         self._theta_dot = 0.0
         self._episode_step = 0
@@ -107,7 +108,7 @@ class PendulumEnv:
     # ------------------------------------------------------------------ episode API
     def reset(self, seed: int | None = None) -> tuple[npt.NDArray[np.float32], dict]:
         """Start an episode from ``theta ~ U(-pi, pi)``, ``theta_dot ~ U(-1, 1)``. Returns ``(obs, {})``."""
-        seed = _check_seed("seed", seed)
+        seed = check_seed("seed", seed)
         if seed is not None:
             self._rng = np.random.Generator(np.random.PCG64(seed))
         # Same draws, in the same order, as Gymnasium's ``np_random.uniform([-pi, -1], [pi, 1])``.

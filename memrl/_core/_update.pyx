@@ -1,0 +1,748 @@
+"""The updates of SAC and TD3 on replayed windows: the one implementation memrl trains with.
+
+Each update runs whole, without the GIL, over buffers bound once: the sampler's window arrays
+(``Window``), the noise arrays, the network plans (``memrl._core._network``) and the flat
+parameter, gradient and Adam buffers (``Optimizer``). Everything is typed on the way in: the
+settings are one struct built in one place (``Settings``), arrays arrive as typed memoryviews,
+and no kernel reads a Python object. The same code runs in float32 (training) and float64 (the
+tests' finite-difference checks of the written-out losses, tests/test_updates.py).
+
+Critic i, on its window of L slots plus one (segments, each followed by a padding slot holding
+its final next observation; ``memrl.replay``), d = 1 if the target window includes slot 0 else 0:
+
+    a'_s, log pi'_s = policy(target window)       SAC: the actor, sampled with the bound noise;
+                                                 TD3: clip(tanh(target actor) + clip(sigma eps, -c, c), -1, 1)
+    a'_s <- replayed action at every slot that is not a padding slot
+    q'_s = min_j target_critic_j([o_s, a'_s])
+    y_t  = r_t + gamma (1 - terminated_t) (q'_{t+d} [- alpha log pi'_{t+d}])   next-step bonus
+    y_t  = r_t + gamma (1 - terminated_t) q'_{t+d} - alpha log pi'_t           current-step bonus
+    L_Q  = 1 / (2 N_f) sum_{t final} (Q_i([o_t, a_t]) - y_t)^2
+
+(losses only at the N_f segment-final steps). The two critics' gradients run as a pair on two
+threads (``memrl._core._pool``); only when both are finite do their Adam steps and the target
+critics' Polyak steps run, as a second pair, so a failed step changes no parameter.
+
+The actor, on its window (replayed actions at every step that is not final):
+
+    SAC: L_pi = -(1 / N_f) sum_{t final} min_j Q_j([o_t, a_t]) + alpha * mean_{t in E} log pi_t
+         (E: every window step, as RLtools, or the final ones); the gradient of the min flows
+         through the smaller critic per sample. Returns the temperature's gradient
+         d/d log(alpha) = mean_E(-log pi) - target_entropy, or RLtools'
+         alpha * |E| * (mean_E(-log pi) - target_entropy) / N_resets.
+    TD3: L_pi = -(1 / N_f) sum_{t final} Q_1([o_t, tanh(actor)_t]), then the target actor's Polyak step.
+
+Sources: Haarnoja et al. 2018 (SAC), Fujimoto et al. 2018 (TD3), RLtools' memory chapter
+(internals sections 2.3, 3.2-3.4, 5).
+"""
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from memrl._core._buffers cimport data_pointer as _data
+from memrl._core._network cimport NetPlan, SequencePlan, plan_backward, plan_forward
+from memrl._core._head cimport head_bwd, head_fwd
+from memrl._core._adam cimport adam_kernel, polyak_kernel
+from memrl._core._activations cimport exact_tanh
+from memrl._core._pool cimport run_pair
+from memrl._core._finite cimport all_finite as _all_finite
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs, typed once
+# ---------------------------------------------------------------------------------------------
+
+cdef struct UpdateSettings:
+    Algorithm algorithm
+    double gamma, tau
+    double log_std_min, log_std_max
+    double target_entropy
+    double target_policy_noise, target_noise_clip
+    bint entropy_bonus, entropy_bonus_next_step, ignore_termination
+    bint actor_entropy_all              # the actor's entropy term over every window step
+    bint critic_backward_ignores_resets # RLtools' quirk in the actor update
+    bint rltools_alpha_gradient
+    int threads
+
+
+cdef class Settings:
+    """The settings every update reads, checked and typed once (``memrl.agent`` builds it from
+    the configuration)."""
+    cdef UpdateSettings s
+
+    def __init__(self, *, int algorithm, double gamma, double tau, double log_std_min, double log_std_max,
+                 double target_entropy, double target_policy_noise, double target_noise_clip, bint entropy_bonus,
+                 bint entropy_bonus_next_step, bint ignore_termination, bint actor_entropy_all,
+                 bint critic_backward_ignores_resets, bint rltools_alpha_gradient, int threads):
+        if algorithm not in (SAC, TD3):
+            raise ValueError(f"algorithm: expected {int(SAC)} (SAC) or {int(TD3)} (TD3), got {algorithm}")
+        if threads not in (1, 2):
+            raise ValueError(f"threads: expected 1 or 2, got {threads}")
+        if not log_std_min < log_std_max:
+            raise ValueError(f"log_std_min, log_std_max: expected min < max, got {log_std_min}, {log_std_max}")
+        self.s.algorithm = <Algorithm>algorithm
+        self.s.gamma, self.s.tau = gamma, tau
+        self.s.log_std_min, self.s.log_std_max = log_std_min, log_std_max
+        self.s.target_entropy = target_entropy
+        self.s.target_policy_noise, self.s.target_noise_clip = target_policy_noise, target_noise_clip
+        self.s.entropy_bonus = entropy_bonus and algorithm == SAC  # TD3 has no entropy term
+        self.s.entropy_bonus_next_step = entropy_bonus_next_step
+        self.s.ignore_termination = ignore_termination
+        self.s.actor_entropy_all = actor_entropy_all
+        self.s.critic_backward_ignores_resets = critic_backward_ignores_resets
+        self.s.rltools_alpha_gradient = rltools_alpha_gradient
+        self.s.threads = threads
+
+
+cdef struct WindowView:
+    int L, B, O, A
+    int first                       # 0 when the target window includes slot 0, else 1
+    const void* observations        # IN (L+1, B, O)
+    const void* actions             # IN (L+1, B, A)
+    const void* rewards             # IN (L, B)
+    const void* terminated          # IN (L, B)
+    const unsigned char* reset      # IN (L, B): online nets restart here (segment starts, padding slots)
+    const unsigned char* final      # IN (L, B): a segment's final step (losses)
+    const unsigned char* target_reset  # IN (L+1, B): target nets restart here (segment starts)
+    const unsigned char* padding    # IN (L+1, B): padding slots (fresh next actions)
+
+
+cdef class Window:
+    """A sequence batch's arrays (``memrl.replay.SequenceBatch``, or float64 copies), bound once;
+    the updates read whatever the sampler last wrote into them."""
+    cdef WindowView v
+    cdef readonly bint is_double
+    cdef object _keep
+
+    def __init__(self, observations, actions, rewards, terminated, const unsigned char[:, ::1] reset,
+                 const unsigned char[:, ::1] final, const unsigned char[:, ::1] target_reset,
+                 const unsigned char[:, ::1] padding, bint include_first_step_in_targets):
+        L, B = reset.shape[0], reset.shape[1]
+        dtype = observations.dtype
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"observations: expected float32 or float64, got {dtype}")
+        O, A = observations.shape[2], actions.shape[2]
+        for name, array, shape in (("observations", observations, (L + 1, B, O)), ("actions", actions, (L + 1, B, A)),
+                                   ("rewards", rewards, (L, B)), ("terminated", terminated, (L, B))):
+            if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+                raise ValueError(f"{name}: expected a C-contiguous {dtype} array of shape {shape}, "
+                                 f"got {array.dtype} {array.shape}")
+        for name, mask, shape in (("final", final, (L, B)), ("target_reset", target_reset, (L + 1, B)),
+                                  ("padding", padding, (L + 1, B))):
+            if (mask.shape[0], mask.shape[1]) != shape:
+                raise ValueError(f"{name}: expected shape {shape}, got {(mask.shape[0], mask.shape[1])}")
+        self.is_double = dtype == np.float64
+        self._keep = (observations, actions, rewards, terminated, reset, final, target_reset, padding)
+        self.v.L, self.v.B, self.v.O, self.v.A = L, B, O, A
+        self.v.first = 0 if include_first_step_in_targets else 1
+        self.v.observations = _data(observations)
+        self.v.actions = _data(actions)
+        self.v.rewards = _data(rewards)
+        self.v.terminated = _data(terminated)
+        self.v.reset = &reset[0, 0]
+        self.v.final = &final[0, 0]
+        self.v.target_reset = &target_reset[0, 0]
+        self.v.padding = &padding[0, 0]
+
+
+cdef struct AdamView:
+    void* params                    # INOUT (n,)
+    void* grads                     # OUT (n,): the update writes its gradient here
+    void* m                         # INOUT (n,)
+    void* v                         # INOUT (n,)
+    Py_ssize_t n
+    const unsigned char* is_bias    # IN (n,) or NULL when no setting treats biases apart
+    double lr, b1, b2, eps, floor, wd, clip, bias_lr_factor
+    long t                          # the step count of the next step (set per call)
+
+
+cdef class Optimizer:
+    """A network's flat parameter, gradient and Adam moment buffers with its Adam settings
+    (``memrl.optim.AdamConfig``'s fields, passed one by one)."""
+    cdef AdamView a
+    cdef readonly bint is_double
+    cdef object _keep
+
+    def __init__(self, params, grads, m, v, is_bias, *, double lr, double beta1, double beta2, double eps,
+                 double v_hat_floor, double weight_decay, double clip, double bias_lr_factor):
+        cdef const unsigned char[::1] bias
+        dtype = params.dtype
+        n = params.shape[0]
+        for name, array in (("params", params), ("grads", grads), ("m", m), ("v", v)):
+            if array.dtype != dtype or array.shape != (n,) or not array.flags.c_contiguous:
+                raise ValueError(f"{name}: expected a contiguous {dtype} vector of {n}, got {array.dtype} {array.shape}")
+        self.is_double = dtype == np.float64
+        self._keep = (params, grads, m, v, is_bias)
+        self.a.params, self.a.grads, self.a.m, self.a.v = _data(params), _data(grads), _data(m), _data(v)
+        self.a.n = n
+        self.a.is_bias = NULL
+        if is_bias is not None:
+            bias = is_bias
+            if bias.shape[0] != n:
+                raise ValueError(f"is_bias: expected {n} flags, got {bias.shape[0]}")
+            self.a.is_bias = &bias[0]
+        self.a.lr, self.a.b1, self.a.b2, self.a.eps = lr, beta1, beta2, eps
+        self.a.floor, self.a.wd, self.a.clip, self.a.bias_lr_factor = v_hat_floor, weight_decay, clip, bias_lr_factor
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------
+
+cdef inline void* _output(NetPlan* p) noexcept nogil:
+    """The network's output buffer (T*B, out_dim) after plan_forward."""
+    return p.layers[p.n_layers - 1].out
+
+
+cdef inline void* _input_grad(NetPlan* p) noexcept nogil:
+    """dL/dx (T*B, in_dim) after plan_backward with need_dx."""
+    return p.layers[0].dx
+
+
+cdef void _q_input(int n, int O, int A, const floating* obs, const floating* fresh, const floating* replayed,
+                   const unsigned char* use_fresh, floating* x) noexcept nogil:
+    """Critic input rows x (n, O + A) = [obs, action] (OUT): the ``fresh`` action where
+    ``use_fresh`` is set (every row if it is NULL), the ``replayed`` one elsewhere (every row if
+    ``fresh`` is NULL)."""
+    cdef int k, OA = O + A
+    cdef const floating* a
+    for k in range(n):
+        memcpy(x + k * OA, obs + k * O, O * sizeof(floating))
+        a = replayed if fresh == NULL or (use_fresh != NULL and not use_fresh[k]) else fresh
+        memcpy(x + k * OA + O, a + k * A, A * sizeof(floating))
+
+
+cdef inline void _adam_step(AdamView* r, floating* params) noexcept nogil:
+    """One Adam step of ``params`` (INOUT: ``r.params``, typed) from r's gradients and moments."""
+    adam_kernel[floating](r.n, params, <const floating*>r.grads, <floating*>r.m, <floating*>r.v,
+                          r.lr, r.b1, r.b2, r.eps, r.floor, r.wd, r.clip, r.is_bias, r.bias_lr_factor, r.t)
+
+
+cdef inline floating _clip(floating x, floating lo, floating hi) noexcept nogil:
+    x = lo if x < lo else x
+    return hi if x > hi else x
+
+
+cdef struct _Forward:
+    NetPlan* plan
+    const void* x
+    bint is_double
+
+
+cdef void _forward_task(void* args) noexcept nogil:
+    cdef _Forward* f = <_Forward*>args
+    if f.is_double:
+        plan_forward[double](f.plan, <const double*>f.x)
+    else:
+        plan_forward[float](f.plan, <const float*>f.x)
+
+
+cdef struct _InputBackward:
+    NetPlan* plan
+    const void* dy
+    bint ignore_resets
+    bint is_double
+
+
+cdef void _input_backward_task(void* args) noexcept nogil:
+    cdef _InputBackward* a = <_InputBackward*>args
+    if a.is_double:
+        plan_backward[double](a.plan, <const double*>a.dy, True, a.ignore_resets, False)
+    else:
+        plan_backward[float](a.plan, <const float*>a.dy, True, a.ignore_resets, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Critic update
+# ---------------------------------------------------------------------------------------------
+
+cdef struct CriticCtx:
+    UpdateSettings* settings
+    WindowView* window
+    AdamView* adam
+    bint is_double
+    NetPlan* policy                 # SAC: the actor; TD3: the target actor (target window)
+    NetPlan* target0                # target critics (target window)
+    NetPlan* target1
+    NetPlan* critic                 # this critic (window)
+    void* target_params             # INOUT: this critic's target, Polyak-averaged after the step
+    const void* noise               # IN (Lt*B, A)
+    void* next_a                    # (Lt*B, A)
+    void* next_logp                 # (Lt*B,)
+    void* x_target                  # (Lt*B, O+A) target critics' input rows
+    void* x_critic                  # (L*B, O+A) the critic's input rows
+    void* y                         # OUT (L*B,) Bellman targets
+    void* dq                        # (L*B,) dL/dQ
+    double alpha
+    bint update_target
+    double loss
+    Status status
+
+
+cdef void _critic_gradient(CriticCtx* c, const floating* obs) noexcept nogil:
+    """Loss and gradient into the critic's grads; sets status (parameters untouched)."""
+    cdef UpdateSettings* s = c.settings
+    cdef WindowView* w = c.window
+    cdef int L = w.L, B = w.B, O = w.O, A = w.A, first = w.first
+    cdef int Lt = L + 1 - first, d = 1 - first
+    cdef int bb, t, k, kd, n = 0
+    cdef const floating* act = <const floating*>w.actions
+    cdef const floating* rew = <const floating*>w.rewards
+    cdef const floating* term = <const floating*>w.terminated
+    cdef floating* next_a = <floating*>c.next_a
+    cdef floating* next_logp = <floating*>c.next_logp
+    cdef floating* y = <floating*>c.y
+    cdef floating* dq = <floating*>c.dq
+    cdef floating* xt = <floating*>c.x_target
+    cdef floating* xc = <floating*>c.x_critic
+    cdef floating* q1
+    cdef floating* q2
+    cdef floating* q
+    cdef floating qn, boot, keep, yv, diff, inv_n
+    cdef floating alpha = <floating>c.alpha, gamma = <floating>s.gamma
+    cdef floating sigma = <floating>s.target_policy_noise, noise_clip = <floating>s.target_noise_clip
+    cdef const floating* noise = <const floating*>c.noise
+    cdef const floating* pre
+    cdef double loss = 0
+    # 1. next actions on the target window
+    c.policy.reset = w.target_reset + first * B
+    plan_forward[floating](c.policy, obs + first * B * O)
+    pre = <floating*>_output(c.policy)
+    if s.algorithm == TD3:
+        for k in range(Lt * B * A):
+            next_a[k] = _clip(exact_tanh(pre[k]) + _clip(sigma * noise[k], -noise_clip, noise_clip),
+                              <floating>-1, <floating>1)
+    else:
+        head_fwd[floating](Lt * B, A, pre, noise, next_a, next_logp, s.log_std_min, s.log_std_max)
+    # 2. target critics on [observation, action]: replayed actions except at padding slots
+    _q_input(Lt * B, O, A, obs + first * B * O, next_a, act + first * B * A, w.padding + first * B, xt)
+    c.target0.reset = w.target_reset + first * B
+    c.target1.reset = c.target0.reset
+    plan_forward[floating](c.target0, xt)
+    plan_forward[floating](c.target1, xt)
+    q1 = <floating*>_output(c.target0)
+    q2 = <floating*>_output(c.target1)
+    # 3. Bellman targets for every current slot
+    for t in range(L):
+        for bb in range(B):
+            k = t * B + bb
+            kd = (t + d) * B + bb
+            qn = q1[kd] if q1[kd] < q2[kd] else q2[kd]
+            boot = qn
+            if s.entropy_bonus and s.entropy_bonus_next_step:
+                boot = boot - alpha * next_logp[kd]
+            keep = 1 if s.ignore_termination else 1 - term[k]
+            yv = rew[k] + (gamma * keep) * boot
+            if s.entropy_bonus and not s.entropy_bonus_next_step:
+                yv = yv - alpha * next_logp[k]
+            y[k] = yv
+    # 4. the critic on the replayed window; the loss at segment-final steps
+    _q_input(L * B, O, A, obs, <const floating*>NULL, act, NULL, xc)
+    c.critic.reset = w.reset
+    plan_forward[floating](c.critic, xc)
+    q = <floating*>_output(c.critic)
+    for k in range(L * B):
+        n += w.final[k] != 0
+    inv_n = <floating>(1.0 / n)
+    for k in range(L * B):
+        diff = (q[k] - y[k]) * (<floating>(w.final[k] != 0))
+        loss += <double>diff * diff
+        dq[k] = diff * inv_n
+    c.loss = 0.5 * loss / n
+    if not isfinite(c.loss):
+        c.status = NONFINITE_LOSS
+        return
+    memset(c.adam.grads, 0, c.adam.n * sizeof(floating))
+    plan_backward[floating](c.critic, dq, False, False)
+    c.status = OK if _all_finite(<const floating*>c.adam.grads, c.adam.n) else NONFINITE_GRADIENT
+
+
+cdef void _critic_gradient_task(void* ctx) noexcept nogil:
+    cdef CriticCtx* c = <CriticCtx*>ctx
+    if c.is_double:
+        _critic_gradient(c, <const double*>c.window.observations)
+    else:
+        _critic_gradient(c, <const float*>c.window.observations)
+
+
+cdef void _critic_apply(CriticCtx* c, floating* params) noexcept nogil:
+    """The Adam step, then (update_target) the target's Polyak step towards the critic."""
+    _adam_step(c.adam, params)
+    if c.update_target:
+        polyak_kernel[floating](c.adam.n, <floating*>c.target_params, params, c.settings.tau)
+
+
+cdef void _critic_apply_task(void* ctx) noexcept nogil:
+    cdef CriticCtx* c = <CriticCtx*>ctx
+    if c.is_double:
+        _critic_apply(c, <double*>c.adam.params)
+    else:
+        _critic_apply(c, <float*>c.adam.params)
+
+
+cdef class CriticUpdate:
+    """One critic's update bound to its window, noise, plans (each with a workspace of its own:
+    the two critic updates of a step run at once) and buffers."""
+    cdef CriticCtx ctx
+    cdef object _keep
+    cdef object _y
+
+    def __init__(self, Settings settings, Window window, noise, SequencePlan policy, SequencePlan target0,
+                 SequencePlan target1, SequencePlan critic, Optimizer optimizer, target_params):
+        cdef WindowView* w = &window.v
+        cdef int Lt = w.L + 1 - w.first, B = w.B, A = w.A, OA = w.O + w.A
+        dtype = np.float64 if window.is_double else np.float32
+        _check_precision(window.is_double, (policy.is_double, target0.is_double, target1.is_double,
+                                            critic.is_double, optimizer.is_double))
+        _check_array("noise", noise, dtype, (Lt * B, A))
+        _check_array("target_params", target_params, dtype, (optimizer.a.n,))
+        bufs = [np.zeros(shape, dtype) for shape in ((Lt * B, A), Lt * B, (Lt * B, OA), (w.L * B, OA), w.L * B,
+                                                      w.L * B)]
+        self._keep = [settings, window, noise, policy, target0, target1, critic, optimizer, target_params, bufs]
+        self._y = bufs[4]
+        self.ctx.settings = &settings.s
+        self.ctx.window = w
+        self.ctx.adam = &optimizer.a
+        self.ctx.is_double = window.is_double
+        self.ctx.policy = &policy.net
+        self.ctx.target0 = &target0.net
+        self.ctx.target1 = &target1.net
+        self.ctx.critic = &critic.net
+        self.ctx.target_params = _data(target_params)
+        self.ctx.noise = _data(noise)
+        self.ctx.next_a = _data(bufs[0])
+        self.ctx.next_logp = _data(bufs[1])
+        self.ctx.x_target = _data(bufs[2])
+        self.ctx.x_critic = _data(bufs[3])
+        self.ctx.y = _data(bufs[4])
+        self.ctx.dq = _data(bufs[5])
+
+    @property
+    def loss(self):
+        return self.ctx.loss
+
+    @property
+    def status(self):
+        return Status(self.ctx.status)
+
+    @property
+    def targets(self):
+        """A copy of the last run's Bellman targets y (L, B) for every current slot (only the
+        final steps enter the loss)."""
+        return self._y.reshape(self.ctx.window.L, self.ctx.window.B).copy()
+
+    def gradient(self, double alpha):
+        """Only the loss and its gradient (into the critic's gradient buffer), nothing applied;
+        returns (status, loss). For tests."""
+        self.ctx.alpha = alpha
+        with nogil:
+            _critic_gradient_task(&self.ctx)
+        return Status(self.ctx.status), self.ctx.loss
+
+
+def run_critic_updates(CriticUpdate c0, CriticUpdate c1, double alpha, long t0, long t1, bint update_targets):
+    """Both critic updates (each its own window and noise): both gradients as a pair, then, only
+    if both are finite, both Adam steps (step counts ``t0``, ``t1``) and, with
+    ``update_targets``, each target critic's Polyak step, as a second pair (two threads with
+    ``settings.threads`` 2; the results do not depend on it). Returns (status0, loss0, status1,
+    loss1), statuses as ``Status`` values (ints)."""
+    cdef CriticCtx* ctx[2]
+    cdef int threads = c0.ctx.settings.threads
+    ctx[0] = &c0.ctx
+    ctx[1] = &c1.ctx
+    for c, t in ((c0, t0), (c1, t1)):
+        (<CriticUpdate>c).ctx.alpha = alpha
+        (<CriticUpdate>c).ctx.adam.t = t
+        (<CriticUpdate>c).ctx.update_target = update_targets
+    with nogil:
+        # The target critics are read by both gradients, so they change only after both.
+        run_pair(_critic_gradient_task, ctx[0], _critic_gradient_task, ctx[1], threads)
+        if ctx[0].status == OK and ctx[1].status == OK:
+            run_pair(_critic_apply_task, ctx[0], _critic_apply_task, ctx[1], threads)
+    return <int>c0.ctx.status, c0.ctx.loss, <int>c1.ctx.status, c1.ctx.loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Actor update
+# ---------------------------------------------------------------------------------------------
+
+cdef struct ActorCtx:
+    UpdateSettings* settings
+    WindowView* window
+    AdamView* adam
+    bint is_double
+    NetPlan* actor
+    NetPlan* critic0
+    NetPlan* critic1                # SAC only
+    void* target_params             # TD3: INOUT the target actor, Polyak-averaged after the step
+    const void* noise               # IN (L*B, A) (SAC)
+    void* a                         # (L*B, A) fresh actions
+    void* logp                      # (L*B,)
+    void* x_critic                  # (L*B, O+A) critic input rows
+    void* dq0                       # (L*B,)
+    void* dq1
+    void* da                        # (L*B, A)
+    void* weight                    # (L*B,) entropy weights
+    void* dpre                      # (L*B, 2A) (TD3: (L*B, A)) gradient at the actor's output
+    double alpha
+    bint apply                      # False: gradient only (tests)
+    double loss, entropy_gap, alpha_gradient
+    Status status
+
+
+cdef void _sac_actor(ActorCtx* c, const floating* obs) noexcept nogil:
+    cdef UpdateSettings* s = c.settings
+    cdef WindowView* w = c.window
+    cdef int L = w.L, B = w.B, O = w.O, A = w.A, OA = O + A, N = L * B
+    cdef int k, i, n = 0, n_resets = 0
+    cdef const floating* act = <const floating*>w.actions
+    cdef const floating* noise = <const floating*>c.noise
+    cdef floating* a = <floating*>c.a
+    cdef floating* logp = <floating*>c.logp
+    cdef floating* xc = <floating*>c.x_critic
+    cdef floating* dq0 = <floating*>c.dq0
+    cdef floating* dq1 = <floating*>c.dq1
+    cdef floating* da = <floating*>c.da
+    cdef floating* weight = <floating*>c.weight
+    cdef floating* dpre = <floating*>c.dpre
+    cdef floating* q1
+    cdef floating* q2
+    cdef floating* dx
+    cdef floating* dx1
+    cdef floating w_all, neg_inv_n, qmin
+    cdef double qsum = 0, lsum = 0, mean_logp, positions
+    cdef _Forward f0, f1
+    cdef _InputBackward b0, b1
+    # 1. actions and log-probabilities on the replayed window
+    c.actor.reset = w.reset
+    plan_forward[floating](c.actor, obs)
+    head_fwd[floating](N, A, <floating*>_output(c.actor), noise, a, logp, s.log_std_min, s.log_std_max)
+    for k in range(N):
+        n += w.final[k] != 0
+        n_resets += w.reset[k] != 0
+    # 2. both critics on [observation, action]: the new action at final steps, else the replayed one
+    _q_input(N, O, A, obs, a, act, w.final, xc)
+    c.critic0.reset = w.reset
+    c.critic1.reset = w.reset
+    f0.plan, f0.x, f0.is_double = c.critic0, xc, c.is_double
+    f1.plan, f1.x, f1.is_double = c.critic1, xc, c.is_double
+    run_pair(_forward_task, &f0, _forward_task, &f1, s.threads)
+    q1 = <floating*>_output(c.critic0)
+    q2 = <floating*>_output(c.critic1)
+    # 3. loss: -(1/N_f) sum_final min(Q1, Q2) + alpha * mean_E log pi
+    w_all = <floating>(c.alpha / N)
+    for k in range(N):
+        if w.final[k]:
+            qmin = q1[k] if q1[k] < q2[k] else q2[k]
+            qsum += qmin
+            if not s.actor_entropy_all:
+                lsum += logp[k]
+        if s.actor_entropy_all:
+            lsum += logp[k]
+            weight[k] = w_all
+        else:
+            weight[k] = <floating>(c.alpha / n) if w.final[k] else 0
+    positions = N if s.actor_entropy_all else n
+    mean_logp = lsum / positions
+    c.loss = -qsum / n + c.alpha * mean_logp
+    c.entropy_gap = -mean_logp - s.target_entropy
+    c.alpha_gradient = (c.alpha * positions * c.entropy_gap / n_resets) if s.rltools_alpha_gradient \
+        else c.entropy_gap
+    if not isfinite(c.loss) or not isfinite(c.entropy_gap):
+        c.status = NONFINITE_LOSS
+        return
+    # 4. dL/da through the smaller critic, per sample, at final steps
+    neg_inv_n = <floating>(-1.0 / n)
+    for k in range(N):
+        if w.final[k]:
+            dq0[k] = neg_inv_n if q1[k] < q2[k] else 0
+            dq1[k] = 0 if q1[k] < q2[k] else neg_inv_n
+        else:
+            dq0[k] = 0
+            dq1[k] = 0
+    b0.plan, b0.dy, b0.ignore_resets, b0.is_double = c.critic0, dq0, s.critic_backward_ignores_resets, c.is_double
+    b1.plan, b1.dy, b1.ignore_resets, b1.is_double = c.critic1, dq1, s.critic_backward_ignores_resets, c.is_double
+    run_pair(_input_backward_task, &b0, _input_backward_task, &b1, s.threads)
+    dx = <floating*>_input_grad(c.critic0)
+    dx1 = <floating*>_input_grad(c.critic1)
+    for k in range(N):
+        for i in range(A):
+            da[k * A + i] = (<floating>0 + dx[k * OA + O + i]) + dx1[k * OA + O + i]
+    for k in range(N):
+        if not w.final[k]:
+            for i in range(A):
+                da[k * A + i] = 0
+    # 5. through the head and the actor
+    head_bwd[floating](N, A, <floating*>_output(c.actor), noise, a, da, weight, dpre, s.log_std_min, s.log_std_max)
+    memset(c.adam.grads, 0, c.adam.n * sizeof(floating))
+    plan_backward[floating](c.actor, dpre, False, False)
+    if not _all_finite(<const floating*>c.adam.grads, c.adam.n):
+        c.status = NONFINITE_GRADIENT
+        return
+    if c.apply:
+        _adam_step(c.adam, <floating*>c.adam.params)
+    c.status = OK
+
+
+cdef void _td3_actor(ActorCtx* c, const floating* obs) noexcept nogil:
+    cdef UpdateSettings* s = c.settings
+    cdef WindowView* w = c.window
+    cdef int L = w.L, B = w.B, O = w.O, A = w.A, OA = O + A, N = L * B
+    cdef int k, i, n = 0
+    cdef const floating* act = <const floating*>w.actions
+    cdef floating* a = <floating*>c.a
+    cdef floating* xc = <floating*>c.x_critic
+    cdef floating* dq0 = <floating*>c.dq0
+    cdef floating* dpre = <floating*>c.dpre
+    cdef const floating* pre
+    cdef floating* q1
+    cdef floating* dx
+    cdef floating neg_inv_n, t
+    cdef double qsum = 0
+    c.actor.reset = w.reset
+    plan_forward[floating](c.actor, obs)
+    pre = <floating*>_output(c.actor)
+    for k in range(N * A):
+        a[k] = exact_tanh(pre[k])
+    for k in range(N):
+        n += w.final[k] != 0
+    _q_input(N, O, A, obs, a, act, w.final, xc)
+    c.critic0.reset = w.reset
+    plan_forward[floating](c.critic0, xc)
+    q1 = <floating*>_output(c.critic0)
+    neg_inv_n = <floating>(-1.0 / n)
+    for k in range(N):
+        if w.final[k]:
+            qsum += q1[k]
+            dq0[k] = neg_inv_n
+        else:
+            dq0[k] = 0
+    c.loss = -qsum / n
+    c.entropy_gap = 0
+    c.alpha_gradient = 0
+    if not isfinite(c.loss):
+        c.status = NONFINITE_LOSS
+        return
+    plan_backward[floating](c.critic0, dq0, True, s.critic_backward_ignores_resets, False)
+    dx = <floating*>_input_grad(c.critic0)
+    for k in range(N):
+        for i in range(A):
+            if not w.final[k]:
+                dpre[k * A + i] = 0
+            else:
+                t = a[k * A + i]
+                dpre[k * A + i] = dx[k * OA + O + i] * (<floating>1 - t * t)
+    memset(c.adam.grads, 0, c.adam.n * sizeof(floating))
+    plan_backward[floating](c.actor, dpre, False, False)
+    if not _all_finite(<const floating*>c.adam.grads, c.adam.n):
+        c.status = NONFINITE_GRADIENT
+        return
+    if c.apply:
+        _adam_step(c.adam, <floating*>c.adam.params)
+        polyak_kernel[floating](c.adam.n, <floating*>c.target_params, <const floating*>c.adam.params, s.tau)
+    c.status = OK
+
+
+cdef void _actor_run(ActorCtx* c) noexcept nogil:
+    if c.settings.algorithm == TD3:
+        if c.is_double:
+            _td3_actor(c, <const double*>c.window.observations)
+        else:
+            _td3_actor(c, <const float*>c.window.observations)
+    elif c.is_double:
+        _sac_actor(c, <const double*>c.window.observations)
+    else:
+        _sac_actor(c, <const float*>c.window.observations)
+
+
+cdef class ActorUpdate:
+    """The actor's update bound to its window, noise, plans and buffers: SAC's through both
+    critics, or TD3's through critic 1 followed by the target actor's Polyak step
+    (``target_params``, required for TD3)."""
+    cdef ActorCtx ctx
+    cdef object _keep
+
+    def __init__(self, Settings settings, Window window, noise, SequencePlan actor, SequencePlan critic0,
+                 SequencePlan critic1, Optimizer optimizer, target_params=None):
+        cdef WindowView* w = &window.v
+        cdef int N = w.L * w.B, A = w.A, OA = w.O + w.A
+        cdef bint td3 = settings.s.algorithm == TD3
+        dtype = np.float64 if window.is_double else np.float32
+        _check_precision(window.is_double, (actor.is_double, critic0.is_double, critic1.is_double,
+                                            optimizer.is_double))
+        _check_array("noise", noise, dtype, (N, A))
+        if td3:
+            if target_params is None:
+                raise ValueError("target_params: TD3 needs the target actor's parameters")
+            _check_array("target_params", target_params, dtype, (optimizer.a.n,))
+        bufs = [np.zeros(shape, dtype) for shape in ((N, A), N, (N, OA), N, N, (N, A), N, (N, A if td3 else 2 * A))]
+        self._keep = [settings, window, noise, actor, critic0, critic1, optimizer, target_params, bufs]
+        self.ctx.settings = &settings.s
+        self.ctx.window = w
+        self.ctx.adam = &optimizer.a
+        self.ctx.is_double = window.is_double
+        self.ctx.actor = &actor.net
+        self.ctx.critic0 = &critic0.net
+        self.ctx.critic1 = &critic1.net
+        self.ctx.target_params = _data(target_params) if td3 else NULL
+        self.ctx.noise = _data(noise)
+        self.ctx.a = _data(bufs[0])
+        self.ctx.logp = _data(bufs[1])
+        self.ctx.x_critic = _data(bufs[2])
+        self.ctx.dq0 = _data(bufs[3])
+        self.ctx.dq1 = _data(bufs[4])
+        self.ctx.da = _data(bufs[5])
+        self.ctx.weight = _data(bufs[6])
+        self.ctx.dpre = _data(bufs[7])
+
+    def run(self, double alpha, long adam_t):
+        """One update (Adam step count ``adam_t``); returns (status, loss, alpha gradient), the
+        status a ``Status`` value (an int)."""
+        self.ctx.alpha = alpha
+        self.ctx.adam.t = adam_t
+        self.ctx.apply = True
+        with nogil:
+            _actor_run(&self.ctx)
+        return <int>self.ctx.status, self.ctx.loss, self.ctx.alpha_gradient
+
+    def gradient(self, double alpha):
+        """Only the loss and the actor's gradient (into its gradient buffer), nothing applied;
+        returns (status, loss, alpha gradient). For tests."""
+        self.ctx.alpha = alpha
+        self.ctx.apply = False
+        with nogil:
+            _actor_run(&self.ctx)
+        return Status(self.ctx.status), self.ctx.loss, self.ctx.alpha_gradient
+
+
+cdef int _check_precision(bint is_double, tuple others) except -1:
+    if any(bool(o) != bool(is_double) for o in others):
+        raise ValueError("plans and optimizer: expected the window's precision "
+                         f"({'float64' if is_double else 'float32'}) throughout")
+    return 0
+
+
+cdef int _check_array(str name, array, dtype, tuple shape) except -1:
+    if not hasattr(array, "dtype") or array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+        got = f"{array.dtype} {array.shape}" if hasattr(array, "dtype") else type(array).__name__
+        raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of shape {shape}, got {got}")
+    return 0
+
+
+def all_finite(x):
+    """Whether a float32 or float64 vector has no NaN or infinite entry (the updates' check)."""
+    cdef const float[::1] f
+    cdef const double[::1] d
+    cdef bint ok
+    if x.shape[0] == 0:
+        return True
+    if x.dtype == np.float64:
+        d = x
+        with nogil:
+            ok = _all_finite(&d[0], d.shape[0])
+    else:
+        f = x
+        with nogil:
+            ok = _all_finite(&f[0], f.shape[0])
+    return ok
