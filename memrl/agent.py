@@ -7,9 +7,12 @@ own, the actor update one more; afterwards ``update_critics`` and ``update_actor
 (``memrl._core._update``, the one implementation, documented there with its formulas). Acting is
 compiled too (``acting`` for the rollout's bound arrays, ``act`` for evaluation).
 
-The subclasses (``memrl.sac.SAC``, ``memrl.td3.TD3``) add what differs: the actor's output and
-head, SAC's temperature, TD3's target actor. Every update checks its loss and gradient; a
-non-finite one raises :class:`TrainingDiverged` and changes no parameter.
+The subclasses (``memrl.sac.SAC``, ``memrl.td3.TD3``, ``memrl.discrete_sac.DiscreteSAC``) add
+what differs: the actor's output and head, the critics' inputs and outputs, SAC's temperature,
+TD3's target actor. Every update checks its loss and gradient; a non-finite one raises
+:class:`TrainingDiverged` and changes no parameter. :func:`make_agent` picks the agent for a
+configuration and an environment: the action space decides the head (discrete actions train
+discrete SAC).
 """
 from __future__ import annotations
 
@@ -68,24 +71,38 @@ class Agent:
         self.dtype = np.dtype(dtype)
         seeds = np.random.SeedSequence(seed).generate_state(3)
         net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype)
-        self.actor = build_network(O, self.actor_outputs_per_action * A, cfg.actor_hidden_dim, cfg.actor_num_layers,
+        critic_in, critic_out = self.critic_dims()
+        self.actor = build_network(O, self.actor_outputs(), cfg.actor_hidden_dim, cfg.actor_num_layers,
                                    cfg.actor_activation, seed=int(seeds[0]), **net)
-        self.critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers, cfg.critic_activation,
-                                      seed=int(s), **net) for s in seeds[1:]]
-        self.target_critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
+        self.critics = [build_network(critic_in, critic_out, cfg.critic_hidden_dim, cfg.critic_num_layers,
+                                      cfg.critic_activation, seed=int(s), **net) for s in seeds[1:]]
+        self.target_critics = [build_network(critic_in, critic_out, cfg.critic_hidden_dim, cfg.critic_num_layers,
                                              cfg.critic_activation, seed=None, **net) for _ in self.critics]
         for target, critic in zip(self.target_critics, self.critics):
             target.copy_from(critic)
-        self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
+        self.target_entropy = self.default_target_entropy()
         self.settings = self._settings()
         self._critic_updates = None
         self._actor_update = None
         self._act_cache: dict[tuple, tuple] = {}
 
-    def _settings(self) -> _update.Settings:
+    def actor_outputs(self) -> int:
+        """The actor's output width (SAC: [mean | log-std]; TD3: the action)."""
+        return self.actor_outputs_per_action * self.action_dim
+
+    def critic_dims(self) -> tuple[int, int]:
+        """The critics' (input, output) widths: [observation, action] -> Q."""
+        return self.observation_dim + self.action_dim, 1
+
+    def default_target_entropy(self) -> float:
+        """SAC's entropy target: ``config.target_entropy``, None meaning -action_dim."""
+        cfg = self.config
+        return float(-self.action_dim if cfg.target_entropy is None else cfg.target_entropy)
+
+    def _settings(self, **extra) -> _update.Settings:
         """The typed settings of every update: built here, once, from the configuration."""
         cfg = self.config
-        return _update.Settings(
+        return _update.Settings(**extra,
             algorithm=self.algorithm, gamma=cfg.gamma, tau=cfg.tau, log_std_min=cfg.log_std_min,
             log_std_max=cfg.log_std_max, target_entropy=self.target_entropy,
             target_policy_noise=cfg.target_policy_noise, target_noise_clip=cfg.target_noise_clip,
@@ -205,7 +222,17 @@ class Agent:
         cfg = self.config
         return _acting.Acting(self.actor.step_plan(observations.shape[0], state), observations, reset, noise,
                               actions, algorithm=self.algorithm, log_std_min=cfg.log_std_min,
-                              log_std_max=cfg.log_std_max, exploration_noise=cfg.exploration_noise)
+                              log_std_max=cfg.log_std_max, exploration_noise=cfg.exploration_noise,
+                              **self._acting_extra())
+
+    def _acting_extra(self) -> dict:
+        return {}
+
+    def random_actions(self, uniforms: np.ndarray, out: np.ndarray) -> None:
+        """The warm-up's uniformly random actions (N, A) into ``out`` from uniforms (N, A) in [0, 1)
+        (overwritten): ``2 u - 1``, uniform on [-1, 1)."""
+        np.multiply(uniforms, 2.0, out=uniforms)
+        np.subtract(uniforms, 1.0, out=out, casting="same_kind")
 
     def act(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray | None = None,
             noise: np.ndarray | None = None) -> np.ndarray:
@@ -233,6 +260,31 @@ class Agent:
     def deterministic_action(self, pre: np.ndarray) -> np.ndarray:
         """Deterministic actions (N, A) from actor outputs (N, outputs) (the count probe)."""
         raise NotImplementedError
+
+
+def make_agent(config: Config, env, seed: int, *, dtype=np.float32) -> Agent:
+    """The agent ``config`` trains on ``env`` (memrl's environment protocol): the action space
+    decides the head. Continuous actions: ``memrl.sac.SAC`` or ``memrl.td3.TD3`` by
+    ``config.algorithm``; discrete ones (``env.action_nvec`` set: a Gymnasium ``Discrete`` or
+    ``MultiDiscrete`` space) train ``memrl.discrete_sac.DiscreteSAC`` with any SAC configuration.
+    Raises ValueError (one line) for TD3 on discrete actions and for settings only discrete SAC
+    takes (``mask_non_terminal=False``) on continuous ones."""
+    from memrl.discrete_sac import DiscreteSAC
+    from memrl.sac import SAC
+    from memrl.td3 import TD3
+
+    nvec = getattr(env, "action_nvec", None)
+    name = getattr(env, "name", None) or config.environment
+    if nvec is not None:
+        if config.algorithm != "sac":
+            raise ValueError(f"algorithm: {config.algorithm!r} needs a continuous (Box) action space, but {name} has "
+                             f"discrete actions (categories {list(nvec)}); train it with a SAC preset (discrete SAC)")
+        return DiscreteSAC(config, env.observation_dim, nvec, seed, dtype=dtype)
+    if not config.mask_non_terminal:
+        raise ValueError(f"mask_non_terminal: False (losses at every step) needs discrete actions (a critic without "
+                         f"action input), but {name} has a continuous action space")
+    agent_class = SAC if config.algorithm == "sac" else TD3
+    return agent_class(config, env.observation_dim, env.action_dim, seed, dtype=dtype)
 
 
 def _raise_for(status: Status, network: str, loss: float) -> None:

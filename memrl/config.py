@@ -100,7 +100,14 @@ class Config:
     shared_batch: bool = False
     """One batch for both critics and the actor; False gives each a fresh batch [SHARED_BATCH]."""
     mask_non_terminal: bool = True
-    """Losses only at segment-final steps; earlier steps feed replayed actions [MASK_NON_TERMINAL]."""
+    """Losses only at segment-final steps; earlier steps feed replayed actions [MASK_NON_TERMINAL].
+    False (losses at every step of every segment) is only valid for discrete SAC, whose critics
+    take no action input (``memrl.discrete_sac``); continuous agents refuse it."""
+    previous_action_input: bool = False
+    """Append the previous action to each observation (one-hot per component for discrete actions,
+    zero after a reset) as a history input of the networks (``memrl.envs.history``)."""
+    previous_reward_input: bool = False
+    """Append the previous reward to each observation (zero after a reset) (``memrl.envs.history``)."""
 
     # -- SAC -----------------------------------------------------------------------------------
     gamma: float = 0.0
@@ -112,7 +119,10 @@ class Config:
     adaptive_alpha: bool = True
     """Learn alpha towards target_entropy; False keeps it fixed [ADAPTIVE_ALPHA]."""
     target_entropy: float | None = -4.0
-    """Entropy target; None = -action_dim [TARGET_ENTROPY]."""
+    """Entropy target of continuous SAC; None = -action_dim [TARGET_ENTROPY]."""
+    target_entropy_ratio: float = 0.7
+    """Discrete SAC's entropy target as a fraction of the uniform policy's: ratio * log(number of
+    joint actions) (pomdp-baselines' 0.7; Christodoulou 2019 used 0.98)."""
     entropy_bonus: bool = True
     """Add -alpha log pi to the critic targets [ENTROPY_BONUS]."""
     entropy_bonus_next_step: bool = False
@@ -246,7 +256,8 @@ class Config:
         _int("threads", self.threads, 1)
         if self.threads > 2:
             raise ValueError(f"threads: expected 1 or 2 (the two critic updates), got {self.threads}")
-        for name in ("shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
+        for name in ("shared_batch", "mask_non_terminal", "previous_action_input", "previous_reward_input",
+                     "adaptive_alpha", "entropy_bonus",
                      "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets",
                      "rltools_alpha_gradient"):
             if not isinstance(getattr(self, name), bool):
@@ -254,6 +265,7 @@ class Config:
         _float("gamma", self.gamma, 0.0, 1.0)
         _float("tau", self.tau, 0.0, 1.0)
         _float("alpha", self.alpha, 0.0, None, open_low=True)
+        _float("target_entropy_ratio", self.target_entropy_ratio, 0.0, 1.0)
         if self.target_entropy is not None:
             _float("target_entropy", self.target_entropy, None, None)
         _float("target_policy_noise", self.target_policy_noise, 0.0, None)
@@ -278,10 +290,12 @@ class Config:
                 and not self.sampling.include_first_step_in_targets):
             raise ValueError("entropy_bonus_next_step: False (a current-step bonus) needs "
                              "sampling.include_first_step_in_targets=True, so the target pass sees the current step")
-        if not self.mask_non_terminal:
+        if not self.mask_non_terminal and (self.algorithm != "sac" or self.environment in ENVIRONMENTS):
             # Without the mask the losses at earlier steps of a segment would be built on action
             # histories re-sampled from the current policy, which never happened (RLtools refuses
-            # MASK_NON_TERMINAL=false for the same reason).
+            # MASK_NON_TERMINAL=false for the same reason). Only discrete SAC's critics take no
+            # action (memrl's own environments are continuous; a Gymnasium environment's action
+            # space is checked when the agent is built, memrl.agent.make_agent).
             raise ValueError("mask_non_terminal: expected True (losses at segment-final steps, replayed actions "
                              "before them; False would train on action histories that never happened)")
         return self

@@ -43,10 +43,17 @@ import numpy as np
 from memrl._core._buffers cimport data_pointer as _data
 from memrl._core._network cimport NetPlan, SequencePlan, plan_backward, plan_forward
 from memrl._core._head cimport head_bwd, head_fwd
+from memrl._core._categorical cimport categorical_bwd, categorical_fwd
+from memrl._core._categorical import MAX_COMPONENTS
 from memrl._core._adam cimport adam_kernel, polyak_kernel
 from memrl._core._activations cimport exact_tanh
 from memrl._core._pool cimport run_pair
 from memrl._core._finite cimport all_finite as _all_finite
+
+
+MAX_JOINT_ACTIONS = 1024
+"""Most joint actions (product of a MultiDiscrete space's category counts) discrete SAC takes:
+its critics output one Q-value per joint action."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,19 +71,47 @@ cdef struct UpdateSettings:
     bint critic_backward_ignores_resets # RLtools' quirk in the actor update
     bint rltools_alpha_gradient
     int threads
+    # discrete SAC: the action's categorical components (``memrl._core._categorical``)
+    int K                               # components (the replay's action columns)
+    int C                               # logits: sum of nvec
+    int J                               # joint actions: product of nvec (the critics' outputs)
+    const int* nvec                     # (K,) categories per component
+    bint every_step                     # losses at every step of a segment, not only the final ones
 
 
 cdef class Settings:
     """The settings every update reads, checked and typed once (``memrl.agent`` builds it from
     the configuration)."""
     cdef UpdateSettings s
+    cdef readonly object action_nvec
 
     def __init__(self, *, int algorithm, double gamma, double tau, double log_std_min, double log_std_max,
                  double target_entropy, double target_policy_noise, double target_noise_clip, bint entropy_bonus,
                  bint entropy_bonus_next_step, bint ignore_termination, bint actor_entropy_all,
-                 bint critic_backward_ignores_resets, bint rltools_alpha_gradient, int threads):
-        if algorithm not in (SAC, TD3):
-            raise ValueError(f"algorithm: expected {int(SAC)} (SAC) or {int(TD3)} (TD3), got {algorithm}")
+                 bint critic_backward_ignores_resets, bint rltools_alpha_gradient, int threads,
+                 action_nvec=None, bint every_step=False):
+        cdef const int[::1] nv
+        if algorithm not in (SAC, TD3, DISCRETE_SAC):
+            raise ValueError(f"algorithm: expected {int(SAC)} (SAC), {int(TD3)} (TD3) or {int(DISCRETE_SAC)} "
+                             f"(discrete SAC), got {algorithm}")
+        if (algorithm == DISCRETE_SAC) != (action_nvec is not None):
+            raise ValueError("action_nvec: expected the categories per component for discrete SAC (only)")
+        if every_step and algorithm != DISCRETE_SAC:
+            raise ValueError("every_step: losses at every step need a critic without action input (discrete SAC)")
+        self.s.nvec = NULL
+        self.s.K = self.s.C = self.s.J = 0
+        if action_nvec is not None:
+            self.action_nvec = np.array(action_nvec, np.int32)
+            if (self.action_nvec.ndim != 1 or not 1 <= self.action_nvec.shape[0] <= MAX_COMPONENTS
+                    or (self.action_nvec < 1).any() or np.prod(self.action_nvec.astype(np.int64)) > MAX_JOINT_ACTIONS):
+                raise ValueError(f"action_nvec: expected 1 to {MAX_COMPONENTS} positive category counts with at most "
+                                 f"{MAX_JOINT_ACTIONS} joint actions, got {list(action_nvec)}")
+            nv = self.action_nvec
+            self.s.nvec = &nv[0]
+            self.s.K = self.action_nvec.shape[0]
+            self.s.C = int(self.action_nvec.sum())
+            self.s.J = int(np.prod(self.action_nvec.astype(np.int64)))
+        self.s.every_step = every_step
         if threads not in (1, 2):
             raise ValueError(f"threads: expected 1 or 2, got {threads}")
         if not log_std_min < log_std_max:
@@ -86,7 +121,7 @@ cdef class Settings:
         self.s.log_std_min, self.s.log_std_max = log_std_min, log_std_max
         self.s.target_entropy = target_entropy
         self.s.target_policy_noise, self.s.target_noise_clip = target_policy_noise, target_noise_clip
-        self.s.entropy_bonus = entropy_bonus and algorithm == SAC  # TD3 has no entropy term
+        self.s.entropy_bonus = entropy_bonus and algorithm != TD3  # TD3 has no entropy term
         self.s.entropy_bonus_next_step = entropy_bonus_next_step
         self.s.ignore_termination = ignore_termination
         self.s.actor_entropy_all = actor_entropy_all
@@ -273,11 +308,119 @@ cdef struct CriticCtx:
     void* x_target                  # (Lt*B, O+A) target critics' input rows
     void* x_critic                  # (L*B, O+A) the critic's input rows
     void* y                         # OUT (L*B,) Bellman targets
-    void* dq                        # (L*B,) dL/dQ
+    void* dq                        # (L*B,) dL/dQ (discrete SAC: (L*B, J))
+    # discrete SAC (target window): the policy's per-component and joint log-probabilities, the
+    # joint probabilities, and per slot E_pi[min_j Q'_j - alpha log pi] and the entropy H(pi)
+    void* cat_logp                  # (Lt*B, C)
+    void* joint_logp                # (Lt*B, J)
+    void* joint_p                   # (Lt*B, J)
+    void* value                     # (Lt*B,)
+    void* entropy                   # (Lt*B,)
     double alpha
     bint update_target
     double loss
     Status status
+
+
+cdef inline int _joint_index(const floating* a, int K, const int* nvec) noexcept nogil:
+    """The joint index ravel(a) of a replayed action row (K indices as floats), each index
+    clamped into its component's range (the replay holds valid indices; the clamp keeps a
+    corrupted row from reading outside the Q-values)."""
+    cdef int k, i, j = 0
+    for k in range(K):
+        i = <int>a[k]
+        i = 0 if i < 0 else (nvec[k] - 1 if i >= nvec[k] else i)
+        j = j * nvec[k] + i
+    return j
+
+
+cdef inline bint _loss_step(WindowView* w, UpdateSettings* s, int k) noexcept nogil:
+    """Whether current slot row k (t * B + b) carries a loss: a segment's final step, or with
+    ``every_step`` any step of a segment (every current slot that is not a padding slot)."""
+    return w.padding[k] == 0 if s.every_step else w.final[k] != 0
+
+
+cdef void _discrete_critic_gradient(CriticCtx* c, const floating* obs) noexcept nogil:
+    """Discrete SAC's critic loss and gradient (Christodoulou 2019, eq. 2-3 with the expectation
+    over next actions taken exactly): sets status, parameters untouched."""
+    cdef UpdateSettings* s = c.settings
+    cdef WindowView* w = c.window
+    cdef int L = w.L, B = w.B, O = w.O, K = s.K, C = s.C, J = s.J, first = w.first
+    cdef int Lt = L + 1 - first, d = 1 - first
+    cdef int bb, t, k, kd, a, n = 0
+    cdef const floating* act = <const floating*>w.actions
+    cdef const floating* rew = <const floating*>w.rewards
+    cdef const floating* term = <const floating*>w.terminated
+    cdef floating* jlogp = <floating*>c.joint_logp
+    cdef floating* jp = <floating*>c.joint_p
+    cdef floating* value = <floating*>c.value
+    cdef floating* entropy = <floating*>c.entropy
+    cdef floating* y = <floating*>c.y
+    cdef floating* dq = <floating*>c.dq
+    cdef const floating* q1
+    cdef const floating* q2
+    cdef const floating* q
+    cdef floating alpha = <floating>c.alpha, gamma = <floating>s.gamma, keep, yv, diff, inv_n
+    cdef double v, h, qm
+    cdef double loss = 0
+    cdef const floating* obs_t = obs + first * B * O
+    # 1. the policy's distribution on the target window
+    c.policy.reset = w.target_reset + first * B
+    plan_forward[floating](c.policy, obs_t)
+    categorical_fwd[floating](Lt * B, K, s.nvec, C, J, <const floating*>_output(c.policy), <floating*>c.cat_logp,
+                              jlogp, jp)
+    # 2. target critics on the target window's observations (no action input)
+    c.target0.reset = w.target_reset + first * B
+    c.target1.reset = c.target0.reset
+    plan_forward[floating](c.target0, obs_t)
+    plan_forward[floating](c.target1, obs_t)
+    q1 = <const floating*>_output(c.target0)
+    q2 = <const floating*>_output(c.target1)
+    # 3. per target slot: V = sum_a pi(a) [min_j Q'_j(a) - alpha log pi(a)] (the bonus only with the
+    #    next-step entropy bonus) and H = -sum_a pi(a) log pi(a)
+    for k in range(Lt * B):
+        v = 0
+        h = 0
+        for a in range(J):
+            qm = q1[k * J + a] if q1[k * J + a] < q2[k * J + a] else q2[k * J + a]
+            v += <double>jp[k * J + a] * qm
+            h -= <double>jp[k * J + a] * jlogp[k * J + a]
+        if s.entropy_bonus and s.entropy_bonus_next_step:
+            v += c.alpha * h
+        value[k] = <floating>v
+        entropy[k] = <floating>h
+    # 4. Bellman targets for every current slot; the current-step bonus is its expectation alpha H
+    for t in range(L):
+        for bb in range(B):
+            k = t * B + bb
+            kd = (t + d) * B + bb
+            keep = 1 if s.ignore_termination else 1 - term[k]
+            yv = rew[k] + (gamma * keep) * value[kd]
+            if s.entropy_bonus and not s.entropy_bonus_next_step:
+                yv = yv + alpha * entropy[k]
+            y[k] = yv
+    # 5. the critic on the window: Q of the replayed (joint) action at the loss steps
+    c.critic.reset = w.reset
+    plan_forward[floating](c.critic, obs)
+    q = <const floating*>_output(c.critic)
+    for k in range(L * B):
+        n += _loss_step(w, s, k)
+    inv_n = <floating>(1.0 / n)
+    memset(dq, 0, <Py_ssize_t>L * B * J * sizeof(floating))
+    for k in range(L * B):
+        if not _loss_step(w, s, k):
+            continue
+        a = _joint_index(act + <Py_ssize_t>k * K, K, s.nvec)
+        diff = q[k * J + a] - y[k]
+        loss += <double>diff * diff
+        dq[k * J + a] = diff * inv_n
+    c.loss = 0.5 * loss / n
+    if not isfinite(c.loss):
+        c.status = NONFINITE_LOSS
+        return
+    memset(c.adam.grads, 0, c.adam.n * sizeof(floating))
+    plan_backward[floating](c.critic, dq, False, False)
+    c.status = OK if _all_finite(<const floating*>c.adam.grads, c.adam.n) else NONFINITE_GRADIENT
 
 
 cdef void _critic_gradient(CriticCtx* c, const floating* obs) noexcept nogil:
@@ -360,7 +503,12 @@ cdef void _critic_gradient(CriticCtx* c, const floating* obs) noexcept nogil:
 
 cdef void _critic_gradient_task(void* ctx) noexcept nogil:
     cdef CriticCtx* c = <CriticCtx*>ctx
-    if c.is_double:
+    if c.settings.algorithm == DISCRETE_SAC:
+        if c.is_double:
+            _discrete_critic_gradient(c, <const double*>c.window.observations)
+        else:
+            _discrete_critic_gradient(c, <const float*>c.window.observations)
+    elif c.is_double:
         _critic_gradient(c, <const double*>c.window.observations)
     else:
         _critic_gradient(c, <const float*>c.window.observations)
@@ -392,13 +540,23 @@ cdef class CriticUpdate:
                  SequencePlan target1, SequencePlan critic, Optimizer optimizer, target_params):
         cdef WindowView* w = &window.v
         cdef int Lt = w.L + 1 - w.first, B = w.B, A = w.A, OA = w.O + w.A
+        cdef int C = settings.s.C, J = settings.s.J
+        cdef bint discrete = settings.s.algorithm == DISCRETE_SAC
         dtype = np.float64 if window.is_double else np.float32
         _check_precision(window.is_double, (policy.is_double, target0.is_double, target1.is_double,
                                             critic.is_double, optimizer.is_double))
-        _check_array("noise", noise, dtype, (Lt * B, A))
+        if discrete:
+            _check_discrete(settings, window, (("policy", policy, C), ("target0", target0, J),
+                                               ("target1", target1, J), ("critic", critic, J)))
+        else:
+            _check_array("noise", noise, dtype, (Lt * B, A))
         _check_array("target_params", target_params, dtype, (optimizer.a.n,))
-        bufs = [np.zeros(shape, dtype) for shape in ((Lt * B, A), Lt * B, (Lt * B, OA), (w.L * B, OA), w.L * B,
-                                                      w.L * B)]
+        if discrete:  # no noise, no action rows: the distribution's buffers instead
+            shapes = ((1, 1), 1, (1, 1), (1, 1), w.L * B, (w.L * B, J), (Lt * B, C), (Lt * B, J), (Lt * B, J),
+                      Lt * B, Lt * B)
+        else:
+            shapes = ((Lt * B, A), Lt * B, (Lt * B, OA), (w.L * B, OA), w.L * B, w.L * B, 1, 1, 1, 1, 1)
+        bufs = [np.zeros(shape, dtype) for shape in shapes]
         self._keep = [settings, window, noise, policy, target0, target1, critic, optimizer, target_params, bufs]
         self._y = bufs[4]
         self.ctx.settings = &settings.s
@@ -410,13 +568,18 @@ cdef class CriticUpdate:
         self.ctx.target1 = &target1.net
         self.ctx.critic = &critic.net
         self.ctx.target_params = _data(target_params)
-        self.ctx.noise = _data(noise)
+        self.ctx.noise = NULL if discrete else _data(noise)
         self.ctx.next_a = _data(bufs[0])
         self.ctx.next_logp = _data(bufs[1])
         self.ctx.x_target = _data(bufs[2])
         self.ctx.x_critic = _data(bufs[3])
         self.ctx.y = _data(bufs[4])
         self.ctx.dq = _data(bufs[5])
+        self.ctx.cat_logp = _data(bufs[6])
+        self.ctx.joint_logp = _data(bufs[7])
+        self.ctx.joint_p = _data(bufs[8])
+        self.ctx.value = _data(bufs[9])
+        self.ctx.entropy = _data(bufs[10])
 
     @property
     def loss(self):
@@ -484,7 +647,11 @@ cdef struct ActorCtx:
     void* dq1
     void* da                        # (L*B, A)
     void* weight                    # (L*B,) entropy weights
-    void* dpre                      # (L*B, 2A) (TD3: (L*B, A)) gradient at the actor's output
+    void* dpre                      # (L*B, 2A) (TD3: (L*B, A); discrete SAC: (L*B, C)) gradient at the actor's output
+    void* cat_logp                  # discrete SAC: (L*B, C) per-component log-probabilities
+    void* joint_logp                # (L*B, J)
+    void* joint_p                   # (L*B, J)
+    void* g                         # (L*B, J) each row's loss per joint action (categorical_bwd)
     double alpha
     bint apply                      # False: gradient only (tests)
     double loss, entropy_gap, alpha_gradient
@@ -644,8 +811,79 @@ cdef void _td3_actor(ActorCtx* c, const floating* obs) noexcept nogil:
     c.status = OK
 
 
+cdef void _discrete_actor(ActorCtx* c, const floating* obs) noexcept nogil:
+    """Discrete SAC's actor loss (Christodoulou 2019, eq. 12, the expectation over actions taken
+    exactly) and its gradient; the critics take no action, so none is backpropagated through."""
+    cdef UpdateSettings* s = c.settings
+    cdef WindowView* w = c.window
+    cdef int L = w.L, B = w.B, K = s.K, C = s.C, J = s.J, N = L * B
+    cdef int k, a, n = 0, n_entropy = 0
+    cdef floating* jlogp = <floating*>c.joint_logp
+    cdef floating* jp = <floating*>c.joint_p
+    cdef floating* g = <floating*>c.g
+    cdef const floating* q1
+    cdef const floating* q2
+    cdef floating wq, we, qm
+    cdef bint loss_step, entropy_step
+    cdef double qsum = 0, lsum = 0, mean_logp
+    cdef _Forward f0, f1
+    # 1. the policy's distribution on the window
+    c.actor.reset = w.reset
+    plan_forward[floating](c.actor, obs)
+    categorical_fwd[floating](N, K, s.nvec, C, J, <const floating*>_output(c.actor), <floating*>c.cat_logp, jlogp, jp)
+    # 2. both critics on the window's observations (a pair of tasks)
+    c.critic0.reset = w.reset
+    c.critic1.reset = w.reset
+    f0.plan, f0.x, f0.is_double = c.critic0, obs, c.is_double
+    f1.plan, f1.x, f1.is_double = c.critic1, obs, c.is_double
+    run_pair(_forward_task, &f0, _forward_task, &f1, s.threads)
+    q1 = <const floating*>_output(c.critic0)
+    q2 = <const floating*>_output(c.critic1)
+    # 3. L = -(1/n) sum_{loss steps} sum_a pi(a) min_j Q_j(a) + alpha mean_E sum_a pi(a) log pi(a)
+    for k in range(N):
+        n += _loss_step(w, s, k)
+    n_entropy = N if s.actor_entropy_all else n
+    wq = <floating>(1.0 / n)
+    we = <floating>(c.alpha / n_entropy)
+    for k in range(N):
+        loss_step = _loss_step(w, s, k)
+        entropy_step = s.actor_entropy_all or loss_step
+        for a in range(J):
+            qm = q1[k * J + a] if q1[k * J + a] < q2[k * J + a] else q2[k * J + a]
+            g[k * J + a] = 0
+            if loss_step:
+                qsum += <double>jp[k * J + a] * qm
+                g[k * J + a] = -wq * qm
+            if entropy_step:
+                lsum += <double>jp[k * J + a] * jlogp[k * J + a]
+                g[k * J + a] += we * jlogp[k * J + a]
+    mean_logp = lsum / n_entropy
+    c.loss = -qsum / n + c.alpha * mean_logp
+    # the temperature's loss alpha (H - target) (Christodoulou eq. 11): its gradient in log alpha
+    c.entropy_gap = -mean_logp - s.target_entropy
+    c.alpha_gradient = c.alpha * c.entropy_gap
+    if not isfinite(c.loss) or not isfinite(c.entropy_gap):
+        c.status = NONFINITE_LOSS
+        return
+    # 4. through the categorical head and the actor
+    categorical_bwd[floating](N, K, s.nvec, C, J, <const floating*>c.cat_logp, jp, g, <floating*>c.dpre)
+    memset(c.adam.grads, 0, c.adam.n * sizeof(floating))
+    plan_backward[floating](c.actor, <const floating*>c.dpre, False, False)
+    if not _all_finite(<const floating*>c.adam.grads, c.adam.n):
+        c.status = NONFINITE_GRADIENT
+        return
+    if c.apply:
+        _adam_step(c.adam, <floating*>c.adam.params)
+    c.status = OK
+
+
 cdef void _actor_run(ActorCtx* c) noexcept nogil:
-    if c.settings.algorithm == TD3:
+    if c.settings.algorithm == DISCRETE_SAC:
+        if c.is_double:
+            _discrete_actor(c, <const double*>c.window.observations)
+        else:
+            _discrete_actor(c, <const float*>c.window.observations)
+    elif c.settings.algorithm == TD3:
         if c.is_double:
             _td3_actor(c, <const double*>c.window.observations)
         else:
@@ -667,16 +905,25 @@ cdef class ActorUpdate:
                  SequencePlan critic1, Optimizer optimizer, target_params=None):
         cdef WindowView* w = &window.v
         cdef int N = w.L * w.B, A = w.A, OA = w.O + w.A
+        cdef int C = settings.s.C, J = settings.s.J
         cdef bint td3 = settings.s.algorithm == TD3
+        cdef bint discrete = settings.s.algorithm == DISCRETE_SAC
         dtype = np.float64 if window.is_double else np.float32
         _check_precision(window.is_double, (actor.is_double, critic0.is_double, critic1.is_double,
                                             optimizer.is_double))
-        _check_array("noise", noise, dtype, (N, A))
+        if discrete:
+            _check_discrete(settings, window, (("actor", actor, C), ("critic0", critic0, J), ("critic1", critic1, J)))
+        else:
+            _check_array("noise", noise, dtype, (N, A))
         if td3:
             if target_params is None:
                 raise ValueError("target_params: TD3 needs the target actor's parameters")
             _check_array("target_params", target_params, dtype, (optimizer.a.n,))
-        bufs = [np.zeros(shape, dtype) for shape in ((N, A), N, (N, OA), N, N, (N, A), N, (N, A if td3 else 2 * A))]
+        if discrete:
+            shapes = (1, 1, 1, 1, 1, 1, 1, (N, C), (N, C), (N, J), (N, J), (N, J))
+        else:
+            shapes = ((N, A), N, (N, OA), N, N, (N, A), N, (N, A if td3 else 2 * A), 1, 1, 1, 1)
+        bufs = [np.zeros(shape, dtype) for shape in shapes]
         self._keep = [settings, window, noise, actor, critic0, critic1, optimizer, target_params, bufs]
         self.ctx.settings = &settings.s
         self.ctx.window = w
@@ -686,7 +933,7 @@ cdef class ActorUpdate:
         self.ctx.critic0 = &critic0.net
         self.ctx.critic1 = &critic1.net
         self.ctx.target_params = _data(target_params) if td3 else NULL
-        self.ctx.noise = _data(noise)
+        self.ctx.noise = NULL if discrete else _data(noise)
         self.ctx.a = _data(bufs[0])
         self.ctx.logp = _data(bufs[1])
         self.ctx.x_critic = _data(bufs[2])
@@ -695,6 +942,10 @@ cdef class ActorUpdate:
         self.ctx.da = _data(bufs[5])
         self.ctx.weight = _data(bufs[6])
         self.ctx.dpre = _data(bufs[7])
+        self.ctx.cat_logp = _data(bufs[8])
+        self.ctx.joint_logp = _data(bufs[9])
+        self.ctx.joint_p = _data(bufs[10])
+        self.ctx.g = _data(bufs[11])
 
     def run(self, double alpha, long adam_t):
         """One update (Adam step count ``adam_t``); returns (status, loss, alpha gradient), the
@@ -714,6 +965,19 @@ cdef class ActorUpdate:
         with nogil:
             _actor_run(&self.ctx)
         return Status(self.ctx.status), self.ctx.loss, self.ctx.alpha_gradient
+
+
+cdef int _check_discrete(Settings settings, Window window, tuple plans) except -1:
+    """Discrete SAC's window holds K action indices per row; its networks read observations and
+    output C logits (the actor) or J Q-values (the critics)."""
+    if window.v.A != settings.s.K:
+        raise ValueError(f"actions: expected {settings.s.K} index columns (one per action component), "
+                         f"got {window.v.A}")
+    for name, plan, outputs in plans:
+        if (<SequencePlan>plan).net.in_dim != window.v.O or (<SequencePlan>plan).net.out_dim != outputs:
+            raise ValueError(f"{name}: expected a network from {window.v.O} observation inputs to {outputs} outputs, "
+                             f"got {(<SequencePlan>plan).net.in_dim} to {(<SequencePlan>plan).net.out_dim}")
+    return 0
 
 
 cdef int _check_precision(bint is_double, tuple others) except -1:
