@@ -363,6 +363,39 @@ def _feed_forward(**changes) -> Config:
     return base.replace(**changes)
 
 
+def _pomdp(environment: str, environment_kwargs: dict | None = None, **changes) -> Config:
+    """A recurrent agent for pomdp-baselines' classic POMDPs and POPGym (Ni et al. 2022,
+    configs/pomdp/*/rnn.yml; Morad et al. 2023): the previous action and reward as history
+    inputs, gamma 0.9, lr 3e-4, tau 0.005, one update per environment step, next-step entropy
+    bonus, Dense-GRU-Dense stacks of 64 units (pomdp-baselines: 128-unit LSTMs with 128x128 MLPs;
+    halved for a 2-core CPU), windows of 64 steps."""
+    base = Config(environment=environment, environment_kwargs=dict(environment_kwargs or {}), total_steps=50_000,
+                  sequence_length=64, batch_size=16, gamma=0.9, alpha=0.1, target_entropy=None,
+                  entropy_bonus_next_step=True, n_warmup_steps=1000, n_warmup_steps_critic=1000,
+                  n_warmup_steps_actor=1000, actor_training_interval=1, actor_hidden_dim=64, critic_hidden_dim=64,
+                  actor_num_layers=3, critic_num_layers=3, actor_activation="relu", critic_activation="relu",
+                  gru_gates="exact", previous_action_input=True, previous_reward_input=True,
+                  actor_optimizer=AdamConfig.tensorflow(lr=3e-4), critic_optimizer=AdamConfig.tensorflow(lr=3e-4),
+                  alpha_optimizer=AdamConfig.tensorflow(lr=3e-4), actor_entropy_positions="final",
+                  sampling=SamplingConfig(include_first_step_in_targets=False),
+                  evaluation_interval=2000, n_evaluation_episodes=10, checkpoint_interval=10_000)
+    return base.replace(**changes)
+
+
+def _pomdp_td3(environment: str, environment_kwargs: dict | None = None, **changes) -> Config:
+    """As ``_pomdp`` with TD3's policy delay and target smoothing (pomdp-baselines' td3 settings:
+    exploration noise 0.1, target noise 0.2 clipped at 0.5)."""
+    return _pomdp(environment, environment_kwargs, algorithm="td3", actor_training_interval=2,
+                  critic_target_update_interval=2, **changes)
+
+
+def _discrete(environment: str, **changes) -> Config:
+    """Discrete SAC (the action space decides) with losses at every step of every segment
+    (``mask_non_terminal=False``, as pomdp-baselines trains on whole sequences), pomdp-baselines'
+    target entropy 0.7 log|A| and alpha learned from 1.0."""
+    return _pomdp(environment, mask_non_terminal=False, alpha=1.0, **changes)
+
+
 PRESETS: dict[str, Config] = {
     # The RLtools memory chapter, value for value (rltools-memory-chapter.txt).
     "memory-chapter": Config(),
@@ -372,6 +405,28 @@ PRESETS: dict[str, Config] = {
     # Feed-forward agents on Pendulum (fully observed).
     "pendulum-sac": _feed_forward(),
     "pendulum-td3": _feed_forward(algorithm="td3", actor_training_interval=2, critic_target_update_interval=2),
+    # pomdp-baselines' classic POMDPs (Ni et al. 2022, envs/pomdp/__init__.py): Pendulum observing only
+    # the angle's cos and sin ("P") or only the angular velocity ("V"), memrl's own pendulum (Gymnasium's
+    # Pendulum-v1 dynamics, 200 steps); recurrent SAC and TD3 (configs/pomdp/pendulum/v/{sac,td3}_rnn.yml).
+    "pendulum-p-sac": _pomdp("pendulum", {"observation": "position_only"}, total_steps=20_000),
+    "pendulum-p-td3": _pomdp_td3("pendulum", {"observation": "position_only"}, total_steps=20_000),
+    "pendulum-v-sac": _pomdp("pendulum", {"observation": "velocity_only"}, total_steps=20_000),
+    "pendulum-v-td3": _pomdp_td3("pendulum", {"observation": "velocity_only"}, total_steps=20_000),
+    # CartPole observing positions (x, theta) or velocities (x_dot, theta_dot) (Gymnasium's CartPole-v1
+    # masked, 500 steps; pomdp-baselines masked CartPole-v0): discrete SAC (configs/pomdp/cartpole/v/rnn.yml).
+    "cartpole-p-sac": _discrete("gymnasium:memrl/CartPole-P-v0"),
+    "cartpole-v-sac": _discrete("gymnasium:memrl/CartPole-V-v0"),
+    # POPGym's Easy tasks (Morad et al. 2023; pip install 'memrl[popgym]'), scored by the running maximum
+    # of the mean evaluation return (MMER): discrete SAC, except the pendulum (continuous SAC).
+    "popgym-repeat-previous-easy": _discrete("gymnasium:popgym-RepeatPreviousEasy-v0", total_steps=200_000),
+    "popgym-repeat-first-easy": _discrete("gymnasium:popgym-RepeatFirstEasy-v0", total_steps=200_000),
+    "popgym-position-only-cartpole-easy": _discrete("gymnasium:popgym-PositionOnlyCartPoleEasy-v0",
+                                                    total_steps=200_000),
+    "popgym-velocity-only-cartpole-easy": _discrete("gymnasium:popgym-VelocityOnlyCartpoleEasy-v0",
+                                                    total_steps=200_000),
+    "popgym-position-only-pendulum-easy": _pomdp("gymnasium:popgym-PositionOnlyPendulumEasy-v0",
+                                                 total_steps=200_000),
+    "popgym-multiarmed-bandit-easy": _discrete("gymnasium:popgym-MultiarmedBanditEasy-v0", total_steps=200_000),
 }
 
 
