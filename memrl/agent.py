@@ -109,7 +109,8 @@ class Agent:
             entropy_bonus=cfg.entropy_bonus, entropy_bonus_next_step=cfg.entropy_bonus_next_step,
             ignore_termination=cfg.ignore_termination, actor_entropy_all=cfg.actor_entropy_positions == "all",
             critic_backward_ignores_resets=cfg.rltools_critic_backward_ignores_resets,
-            rltools_alpha_gradient=cfg.rltools_alpha_gradient, threads=cfg.threads)
+            rltools_alpha_gradient=cfg.rltools_alpha_gradient, threads=cfg.threads,
+            every_step=cfg.every_step_losses)
 
     # -- what the subclasses define --------------------------------------------------------------
 
@@ -153,15 +154,25 @@ class Agent:
         L, B = batch.sequence_length, batch.batch_size
         Lt = batch.target_observations.shape[0]
         policy = self.target_policy()
-        self._critic_updates = [
-            _update.CriticUpdate(self.settings, self.window(critic_batches[i]), critic_noise[i],
-                                 policy.new_plan(Lt, B), self.target_critics[0].new_plan(Lt, B),
-                                 self.target_critics[1].new_plan(Lt, B), self.critics[i].plan(L, B),
-                                 optimizer(self.critics[i], cfg.critic_optimizer), self.target_critics[i].params)
-            for i in range(2)]
+        # every-step losses of continuous agents: one-step branches of the critics off their window
+        # passes (memrl._core._update binds each to its trunk's per-step states)
+        branches = cfg.every_step_losses and self.algorithm != _update.Algorithm.DISCRETE_SAC
+
+        def branch(net, rows):
+            return net.new_plan(1, rows) if branches else None
+
+        self._critic_updates = []
+        for i in range(2):
+            targets = [self.target_critics[j].new_plan(Lt, B) for j in range(2)]
+            self._critic_updates.append(_update.CriticUpdate(
+                self.settings, self.window(critic_batches[i]), critic_noise[i], policy.new_plan(Lt, B), *targets,
+                self.critics[i].plan(L, B), optimizer(self.critics[i], cfg.critic_optimizer),
+                self.target_critics[i].params, branch(self.target_critics[0], Lt * B),
+                branch(self.target_critics[1], Lt * B)))
         self._actor_update = _update.ActorUpdate(
             self.settings, self.window(actor_batch), actor_noise, self.actor.plan(L, B), self.critics[0].plan(L, B),
-            self.critics[1].plan(L, B), optimizer(self.actor, cfg.actor_optimizer), self.target_actor_params())
+            self.critics[1].plan(L, B), optimizer(self.actor, cfg.actor_optimizer), self.target_actor_params(),
+            branch(self.critics[0], L * B), branch(self.critics[1], L * B))
 
     # -- updates -----------------------------------------------------------------------------------
 
@@ -267,8 +278,7 @@ def make_agent(config: Config, env, seed: int, *, dtype=np.float32) -> Agent:
     decides the head. Continuous actions: ``memrl.sac.SAC`` or ``memrl.td3.TD3`` by
     ``config.algorithm``; discrete ones (``env.action_nvec`` set: a Gymnasium ``Discrete`` or
     ``MultiDiscrete`` space) train ``memrl.discrete_sac.DiscreteSAC`` with any SAC configuration.
-    Raises ValueError (one line) for TD3 on discrete actions and for settings only discrete SAC
-    takes (``mask_non_terminal=False``) on continuous ones."""
+    Raises ValueError (one line) for TD3 on discrete actions."""
     from memrl.discrete_sac import DiscreteSAC
     from memrl.sac import SAC
     from memrl.td3 import TD3
@@ -280,9 +290,6 @@ def make_agent(config: Config, env, seed: int, *, dtype=np.float32) -> Agent:
             raise ValueError(f"algorithm: {config.algorithm!r} needs a continuous (Box) action space, but {name} has "
                              f"discrete actions (categories {list(nvec)}); train it with a SAC preset (discrete SAC)")
         return DiscreteSAC(config, env.observation_dim, nvec, seed, dtype=dtype)
-    if not config.mask_non_terminal:
-        raise ValueError(f"mask_non_terminal: False (losses at every step) needs discrete actions (a critic without "
-                         f"action input), but {name} has a continuous action space")
     agent_class = SAC if config.algorithm == "sac" else TD3
     return agent_class(config, env.observation_dim, env.action_dim, seed, dtype=dtype)
 

@@ -100,9 +100,13 @@ class Config:
     shared_batch: bool = False
     """One batch for both critics and the actor; False gives each a fresh batch [SHARED_BATCH]."""
     mask_non_terminal: bool = True
-    """Losses only at segment-final steps; earlier steps feed replayed actions [MASK_NON_TERMINAL].
-    False (losses at every step of every segment) is only valid for discrete SAC, whose critics
-    take no action input (``memrl.discrete_sac``); continuous agents refuse it."""
+    """Losses only at segment-final steps; earlier steps feed replayed actions [MASK_NON_TERMINAL]."""
+    every_step_losses: bool = False
+    """Losses at every step of every segment instead of only at its final step. The histories stay
+    masked (replayed actions feed every step): continuous agents take the Q-value of a fresh
+    action at step t from a one-step branch of the critic off the replayed history's state before
+    step t (at final steps exactly what the masked losses compute); discrete SAC's critics take no
+    action input at all (``memrl._core._update``)."""
     previous_action_input: bool = False
     """Append the previous action to each observation (one-hot per component for discrete actions,
     zero after a reset) as a history input of the networks (``memrl.envs.history``)."""
@@ -256,7 +260,8 @@ class Config:
         _int("threads", self.threads, 1)
         if self.threads > 2:
             raise ValueError(f"threads: expected 1 or 2 (the two critic updates), got {self.threads}")
-        for name in ("shared_batch", "mask_non_terminal", "previous_action_input", "previous_reward_input",
+        for name in ("shared_batch", "mask_non_terminal", "every_step_losses", "previous_action_input",
+                     "previous_reward_input",
                      "adaptive_alpha", "entropy_bonus",
                      "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets",
                      "rltools_alpha_gradient"):
@@ -273,6 +278,9 @@ class Config:
         _float("exploration_noise", self.exploration_noise, 0.0, None)
         _float("log_std_min", self.log_std_min, None, None)
         _float("log_std_max", self.log_std_max, None, None)
+        if self.every_step_losses and self.rltools_critic_backward_ignores_resets:
+            raise ValueError("every_step_losses: RLtools' reset-ignoring critic backward "
+                             "(rltools_critic_backward_ignores_resets) is defined for final-step losses only")
         if not self.log_std_min < self.log_std_max:
             raise ValueError(f"log_std_min: expected less than log_std_max={self.log_std_max}, got {self.log_std_min}")
         _choice("actor_entropy_positions", self.actor_entropy_positions, ("all", "final"))
@@ -290,12 +298,10 @@ class Config:
                 and not self.sampling.include_first_step_in_targets):
             raise ValueError("entropy_bonus_next_step: False (a current-step bonus) needs "
                              "sampling.include_first_step_in_targets=True, so the target pass sees the current step")
-        if not self.mask_non_terminal and (self.algorithm != "sac" or self.environment in ENVIRONMENTS):
+        if not self.mask_non_terminal:
             # Without the mask the losses at earlier steps of a segment would be built on action
             # histories re-sampled from the current policy, which never happened (RLtools refuses
-            # MASK_NON_TERMINAL=false for the same reason). Only discrete SAC's critics take no
-            # action (memrl's own environments are continuous; a Gymnasium environment's action
-            # space is checked when the agent is built, memrl.agent.make_agent).
+            # MASK_NON_TERMINAL=false for the same reason).
             raise ValueError("mask_non_terminal: expected True (losses at segment-final steps, replayed actions "
                              "before them; False would train on action histories that never happened)")
         return self
@@ -367,14 +373,15 @@ def _pomdp(environment: str, environment_kwargs: dict | None = None, **changes) 
     """A recurrent agent for pomdp-baselines' classic POMDPs and POPGym (Ni et al. 2022,
     configs/pomdp/*/rnn.yml; Morad et al. 2023): the previous action and reward as history
     inputs, gamma 0.9, lr 3e-4, tau 0.005, one update per environment step, next-step entropy
-    bonus, Dense-GRU-Dense stacks of 64 units (pomdp-baselines: 128-unit LSTMs with 128x128 MLPs;
-    halved for a 2-core CPU), windows of 64 steps."""
+    bonus, losses at every step of the sampled segments (as pomdp-baselines trains on every step
+    of its sequences), Dense-GRU-Dense stacks of 64 units (pomdp-baselines: 128-unit LSTMs with
+    128x128 MLPs; halved for a 2-core CPU), windows of 64 steps."""
     base = Config(environment=environment, environment_kwargs=dict(environment_kwargs or {}), total_steps=50_000,
                   sequence_length=64, batch_size=16, gamma=0.9, alpha=0.1, target_entropy=None,
                   entropy_bonus_next_step=True, n_warmup_steps=1000, n_warmup_steps_critic=1000,
                   n_warmup_steps_actor=1000, actor_training_interval=1, actor_hidden_dim=64, critic_hidden_dim=64,
                   actor_num_layers=3, critic_num_layers=3, actor_activation="relu", critic_activation="relu",
-                  gru_gates="exact", previous_action_input=True, previous_reward_input=True,
+                  gru_gates="exact", previous_action_input=True, previous_reward_input=True, every_step_losses=True,
                   actor_optimizer=AdamConfig.tensorflow(lr=3e-4), critic_optimizer=AdamConfig.tensorflow(lr=3e-4),
                   alpha_optimizer=AdamConfig.tensorflow(lr=3e-4), actor_entropy_positions="final",
                   sampling=SamplingConfig(include_first_step_in_targets=False),
@@ -390,10 +397,9 @@ def _pomdp_td3(environment: str, environment_kwargs: dict | None = None, **chang
 
 
 def _discrete(environment: str, **changes) -> Config:
-    """Discrete SAC (the action space decides) with losses at every step of every segment
-    (``mask_non_terminal=False``, as pomdp-baselines trains on whole sequences), pomdp-baselines'
-    target entropy 0.7 log|A| and alpha learned from 1.0."""
-    return _pomdp(environment, mask_non_terminal=False, alpha=1.0, **changes)
+    """Discrete SAC (the action space decides) with pomdp-baselines' target entropy 0.7 log|A| and
+    alpha learned from 1.0."""
+    return _pomdp(environment, alpha=1.0, **changes)
 
 
 PRESETS: dict[str, Config] = {

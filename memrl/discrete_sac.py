@@ -20,8 +20,8 @@ Networks (the same stacks as SAC's, ``memrl.agent.build_network``):
 
 Losses (``memrl._core._update``, the one engine; every expectation over actions exact, no
 sampling), at the segment-final steps as for the continuous agents, or at every step of every
-segment with ``mask_non_terminal=False`` (valid here because no critic input depends on a fresh
-action; replayed actions reach the networks only through the history inputs):
+segment with ``every_step_losses`` (no critic input depends on a fresh action; replayed actions
+reach the networks only through the history inputs):
 
     V(h')  = sum_a pi(a|h') [min_j Qtarg_j(h', a) - alpha log pi(a|h')]        (next-step bonus)
     y_t    = r_t + gamma (1 - terminated_t) V(h_{t+1})
@@ -96,8 +96,7 @@ class DiscreteSAC(Agent):
         return float(self.config.target_entropy_ratio * math.log(self.n_joint_actions))
 
     def _settings(self, **extra):
-        return super()._settings(action_nvec=self.action_nvec, every_step=not self.config.mask_non_terminal,
-                                 **extra)
+        return super()._settings(action_nvec=self.action_nvec, **extra)
 
     def _acting_extra(self) -> dict:
         return {"action_nvec": self.action_nvec}

@@ -90,7 +90,7 @@ def distribution(logits, nvec):
 
 
 def loss_slots(cfg, seg):
-    return seg.slots if not cfg.mask_non_terminal else [seg.slots[-1]]
+    return seg.slots if cfg.every_step_losses else [seg.slots[-1]]
 
 
 def oracle_critic(cfg, nets, windows, nvec, critic):
@@ -261,7 +261,7 @@ def cases(draw):
     config = Config(
         algorithm="sac", environment="gymnasium:CartPole-v1", environment_kwargs={}, sequence_length=L,
         batch_size=draw(st.integers(1, 3)), sampling=sampling, shared_batch=draw(st.booleans()),
-        mask_non_terminal=draw(st.booleans()), entropy_bonus=entropy_bonus,
+        every_step_losses=draw(st.booleans()), entropy_bonus=entropy_bonus,
         entropy_bonus_next_step=draw(st.booleans()) if include_first else True,
         ignore_termination=draw(st.booleans()), gamma=draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
         alpha=draw(st.sampled_from([0.05, 0.5, 1.7])), adaptive_alpha=draw(st.booleans()),
@@ -287,7 +287,7 @@ def test_compiled_discrete_updates_compute_what_the_documentation_says(case):
 
 def test_an_explicit_multi_discrete_case_with_every_step_losses():
     cfg = Config(algorithm="sac", environment="gymnasium:CartPole-v1", environment_kwargs={}, sequence_length=5,
-                 batch_size=3, mask_non_terminal=False, gamma=0.9, alpha=0.5, actor_hidden_dim=3,
+                 batch_size=3, every_step_losses=True, gamma=0.9, alpha=0.5, actor_hidden_dim=3,
                  critic_hidden_dim=3, total_steps=1000, replay_capacity=30,
                  sampling=SamplingConfig(random_seq_length=True, nominal_sequence_length_probability=0.5))
     run = run_case(Case(cfg, 11, 2, 4, 30, [40, 25], O=OBS_ID + 1, nvec=[2, 3], update_targets=True))

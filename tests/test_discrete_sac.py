@@ -155,9 +155,9 @@ def distributions(agent, obs, reset):
 
 def loss_steps(cfg, batch):
     L, B = batch.sequence_length, batch.batch_size
-    if cfg.mask_non_terminal:
-        return [(t, b) for t in range(L) for b in range(B) if batch.final[t, b]]
-    return [(t, b) for t in range(L) for b in range(B) if not batch.padding[t, b]]
+    if cfg.every_step_losses:
+        return [(t, b) for t in range(L) for b in range(B) if not batch.padding[t, b]]
+    return [(t, b) for t in range(L) for b in range(B) if batch.final[t, b]]
 
 
 def spec_critic_loss(agent, i, batch):
@@ -223,7 +223,7 @@ cases = st.fixed_dictionaries({
 def make_agent(c):
     include_first = c["include_first"] or not c["next_step"]
     cfg = tiny_config(gru_gates=c["gates"], entropy_bonus_next_step=c["next_step"], alpha=c["alpha"],
-                      actor_entropy_positions=c["positions"], mask_non_terminal=not c["every_step"],
+                      actor_entropy_positions=c["positions"], every_step_losses=c["every_step"],
                       entropy_bonus=c["entropy_bonus"], ignore_termination=c["ignore_termination"],
                       sequence_length=c["L"], batch_size=c["B"],
                       sampling=SamplingConfig(include_first_step_in_targets=include_first))

@@ -24,8 +24,7 @@ def test_pomdp_presets_follow_their_sources(name):
     assert cfg.previous_action_input and cfg.previous_reward_input
     assert cfg.critic_optimizer.lr == cfg.actor_optimizer.lr == 3e-4
     assert cfg.critic_training_interval == 1
-    discrete = name.startswith("cartpole") or (name.startswith("popgym") and "pendulum" not in name)
-    assert cfg.mask_non_terminal != discrete  # every-step losses for discrete SAC only
+    assert cfg.mask_non_terminal and cfg.every_step_losses  # masked histories, losses at every step
     assert cfg.algorithm == ("td3" if name.endswith("td3") else "sac")
 
 

@@ -41,7 +41,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from memrl._core._buffers cimport data_pointer as _data
-from memrl._core._network cimport NetPlan, SequencePlan, plan_backward, plan_forward
+from memrl._core._network cimport GRU, NetPlan, SequencePlan, plan_backward, plan_forward
 from memrl._core._head cimport head_bwd, head_fwd
 from memrl._core._categorical cimport categorical_bwd, categorical_fwd
 from memrl._core._categorical import MAX_COMPONENTS
@@ -96,8 +96,8 @@ cdef class Settings:
                              f"(discrete SAC), got {algorithm}")
         if (algorithm == DISCRETE_SAC) != (action_nvec is not None):
             raise ValueError("action_nvec: expected the categories per component for discrete SAC (only)")
-        if every_step and algorithm != DISCRETE_SAC:
-            raise ValueError("every_step: losses at every step need a critic without action input (discrete SAC)")
+        if every_step and critic_backward_ignores_resets:
+            raise ValueError("every_step: RLtools' reset-ignoring critic backward is defined for final-step losses only")
         self.s.nvec = NULL
         self.s.K = self.s.C = self.s.J = 0
         if action_nvec is not None:
@@ -316,6 +316,10 @@ cdef struct CriticCtx:
     void* joint_p                   # (Lt*B, J)
     void* value                     # (Lt*B,)
     void* entropy                   # (Lt*B,)
+    # every-step losses (continuous): the target critics' one-step branches off their window pass
+    NetPlan* branch0                # (T=1, B=Lt*B), GRU initial states = target0's per-step states
+    NetPlan* branch1
+    void* x_branch                  # (Lt*B, O+A) [observation, fresh action] rows
     double alpha
     bint update_target
     double loss
@@ -458,14 +462,26 @@ cdef void _critic_gradient(CriticCtx* c, const floating* obs) noexcept nogil:
                               <floating>-1, <floating>1)
     else:
         head_fwd[floating](Lt * B, A, pre, noise, next_a, next_logp, s.log_std_min, s.log_std_max)
-    # 2. target critics on [observation, action]: replayed actions except at padding slots
-    _q_input(Lt * B, O, A, obs + first * B * O, next_a, act + first * B * A, w.padding + first * B, xt)
     c.target0.reset = w.target_reset + first * B
     c.target1.reset = c.target0.reset
-    plan_forward[floating](c.target0, xt)
-    plan_forward[floating](c.target1, xt)
-    q1 = <floating*>_output(c.target0)
-    q2 = <floating*>_output(c.target1)
+    if s.every_step:
+        # 2'. the target critics' histories on replayed actions at every slot, then, from each
+        #     slot's starting state, one step on [observation, fresh action] (the branches)
+        _q_input(Lt * B, O, A, obs + first * B * O, <const floating*>NULL, act + first * B * A, NULL, xt)
+        plan_forward[floating](c.target0, xt)
+        plan_forward[floating](c.target1, xt)
+        _q_input(Lt * B, O, A, obs + first * B * O, next_a, act + first * B * A, NULL, <floating*>c.x_branch)
+        plan_forward[floating](c.branch0, <const floating*>c.x_branch)
+        plan_forward[floating](c.branch1, <const floating*>c.x_branch)
+        q1 = <floating*>_output(c.branch0)
+        q2 = <floating*>_output(c.branch1)
+    else:
+        # 2. target critics on [observation, action]: replayed actions except at padding slots
+        _q_input(Lt * B, O, A, obs + first * B * O, next_a, act + first * B * A, w.padding + first * B, xt)
+        plan_forward[floating](c.target0, xt)
+        plan_forward[floating](c.target1, xt)
+        q1 = <floating*>_output(c.target0)
+        q2 = <floating*>_output(c.target1)
     # 3. Bellman targets for every current slot
     for t in range(L):
         for bb in range(B):
@@ -480,16 +496,16 @@ cdef void _critic_gradient(CriticCtx* c, const floating* obs) noexcept nogil:
             if s.entropy_bonus and not s.entropy_bonus_next_step:
                 yv = yv - alpha * next_logp[k]
             y[k] = yv
-    # 4. the critic on the replayed window; the loss at segment-final steps
+    # 4. the critic on the replayed window; the loss at segment-final steps (or every step)
     _q_input(L * B, O, A, obs, <const floating*>NULL, act, NULL, xc)
     c.critic.reset = w.reset
     plan_forward[floating](c.critic, xc)
     q = <floating*>_output(c.critic)
     for k in range(L * B):
-        n += w.final[k] != 0
+        n += _loss_step(w, s, k)
     inv_n = <floating>(1.0 / n)
     for k in range(L * B):
-        diff = (q[k] - y[k]) * (<floating>(w.final[k] != 0))
+        diff = (q[k] - y[k]) * (<floating>_loss_step(w, s, k))
         loss += <double>diff * diff
         dq[k] = diff * inv_n
     c.loss = 0.5 * loss / n
@@ -537,11 +553,13 @@ cdef class CriticUpdate:
     cdef object _y
 
     def __init__(self, Settings settings, Window window, noise, SequencePlan policy, SequencePlan target0,
-                 SequencePlan target1, SequencePlan critic, Optimizer optimizer, target_params):
+                 SequencePlan target1, SequencePlan critic, Optimizer optimizer, target_params,
+                 SequencePlan branch0=None, SequencePlan branch1=None):
         cdef WindowView* w = &window.v
         cdef int Lt = w.L + 1 - w.first, B = w.B, A = w.A, OA = w.O + w.A
         cdef int C = settings.s.C, J = settings.s.J
         cdef bint discrete = settings.s.algorithm == DISCRETE_SAC
+        cdef bint branches = settings.s.every_step and not discrete
         dtype = np.float64 if window.is_double else np.float32
         _check_precision(window.is_double, (policy.is_double, target0.is_double, target1.is_double,
                                             critic.is_double, optimizer.is_double))
@@ -557,8 +575,17 @@ cdef class CriticUpdate:
         else:
             shapes = ((Lt * B, A), Lt * B, (Lt * B, OA), (w.L * B, OA), w.L * B, w.L * B, 1, 1, 1, 1, 1)
         bufs = [np.zeros(shape, dtype) for shape in shapes]
-        self._keep = [settings, window, noise, policy, target0, target1, critic, optimizer, target_params, bufs]
+        bufs.append(np.zeros(((Lt * B) if branches else 1, OA if branches else 1), dtype))
+        self._keep = [settings, window, noise, policy, target0, target1, critic, optimizer, target_params, bufs,
+                      branch0, branch1]
         self._y = bufs[4]
+        self.ctx.branch0 = self.ctx.branch1 = NULL
+        self.ctx.x_branch = _data(bufs[11])
+        if branches:
+            _bind_branch("branch0", branch0, target0, Lt * B, window.is_double)
+            _bind_branch("branch1", branch1, target1, Lt * B, window.is_double)
+            self.ctx.branch0 = &branch0.net
+            self.ctx.branch1 = &branch1.net
         self.ctx.settings = &settings.s
         self.ctx.window = w
         self.ctx.adam = &optimizer.a
@@ -652,6 +679,10 @@ cdef struct ActorCtx:
     void* joint_logp                # (L*B, J)
     void* joint_p                   # (L*B, J)
     void* g                         # (L*B, J) each row's loss per joint action (categorical_bwd)
+    # every-step losses (continuous): the critics' one-step branches off their window pass
+    NetPlan* branch0                # (T=1, B=L*B), GRU initial states = critic0's per-step states
+    NetPlan* branch1
+    void* x_branch                  # (L*B, O+A) [observation, fresh action] rows
     double alpha
     bint apply                      # False: gradient only (tests)
     double loss, entropy_gap, alpha_gradient
@@ -686,21 +717,35 @@ cdef void _sac_actor(ActorCtx* c, const floating* obs) noexcept nogil:
     plan_forward[floating](c.actor, obs)
     head_fwd[floating](N, A, <floating*>_output(c.actor), noise, a, logp, s.log_std_min, s.log_std_max)
     for k in range(N):
-        n += w.final[k] != 0
+        n += _loss_step(w, s, k)
         n_resets += w.reset[k] != 0
-    # 2. both critics on [observation, action]: the new action at final steps, else the replayed one
-    _q_input(N, O, A, obs, a, act, w.final, xc)
     c.critic0.reset = w.reset
     c.critic1.reset = w.reset
-    f0.plan, f0.x, f0.is_double = c.critic0, xc, c.is_double
-    f1.plan, f1.x, f1.is_double = c.critic1, xc, c.is_double
-    run_pair(_forward_task, &f0, _forward_task, &f1, s.threads)
-    q1 = <floating*>_output(c.critic0)
-    q2 = <floating*>_output(c.critic1)
+    if s.every_step:
+        # 2'. both critics' histories on the replayed actions, then one step from each step's
+        #     starting state on [observation, new action] (the branches)
+        _q_input(N, O, A, obs, <const floating*>NULL, act, NULL, xc)
+        f0.plan, f0.x, f0.is_double = c.critic0, xc, c.is_double
+        f1.plan, f1.x, f1.is_double = c.critic1, xc, c.is_double
+        run_pair(_forward_task, &f0, _forward_task, &f1, s.threads)
+        _q_input(N, O, A, obs, a, act, NULL, <floating*>c.x_branch)
+        f0.plan, f0.x = c.branch0, c.x_branch
+        f1.plan, f1.x = c.branch1, c.x_branch
+        run_pair(_forward_task, &f0, _forward_task, &f1, s.threads)
+        q1 = <floating*>_output(c.branch0)
+        q2 = <floating*>_output(c.branch1)
+    else:
+        # 2. both critics on [observation, action]: the new action at final steps, else the replayed one
+        _q_input(N, O, A, obs, a, act, w.final, xc)
+        f0.plan, f0.x, f0.is_double = c.critic0, xc, c.is_double
+        f1.plan, f1.x, f1.is_double = c.critic1, xc, c.is_double
+        run_pair(_forward_task, &f0, _forward_task, &f1, s.threads)
+        q1 = <floating*>_output(c.critic0)
+        q2 = <floating*>_output(c.critic1)
     # 3. loss: -(1/N_f) sum_final min(Q1, Q2) + alpha * mean_E log pi
     w_all = <floating>(c.alpha / N)
     for k in range(N):
-        if w.final[k]:
+        if _loss_step(w, s, k):
             qmin = q1[k] if q1[k] < q2[k] else q2[k]
             qsum += qmin
             if not s.actor_entropy_all:
@@ -709,7 +754,7 @@ cdef void _sac_actor(ActorCtx* c, const floating* obs) noexcept nogil:
             lsum += logp[k]
             weight[k] = w_all
         else:
-            weight[k] = <floating>(c.alpha / n) if w.final[k] else 0
+            weight[k] = <floating>(c.alpha / n) if _loss_step(w, s, k) else 0
     positions = N if s.actor_entropy_all else n
     mean_logp = lsum / positions
     c.loss = -qsum / n + c.alpha * mean_logp
@@ -719,25 +764,27 @@ cdef void _sac_actor(ActorCtx* c, const floating* obs) noexcept nogil:
     if not isfinite(c.loss) or not isfinite(c.entropy_gap):
         c.status = NONFINITE_LOSS
         return
-    # 4. dL/da through the smaller critic, per sample, at final steps
+    # 4. dL/da through the smaller critic, per sample, at final steps (every step: through the branches)
     neg_inv_n = <floating>(-1.0 / n)
     for k in range(N):
-        if w.final[k]:
+        if _loss_step(w, s, k):
             dq0[k] = neg_inv_n if q1[k] < q2[k] else 0
             dq1[k] = 0 if q1[k] < q2[k] else neg_inv_n
         else:
             dq0[k] = 0
             dq1[k] = 0
-    b0.plan, b0.dy, b0.ignore_resets, b0.is_double = c.critic0, dq0, s.critic_backward_ignores_resets, c.is_double
-    b1.plan, b1.dy, b1.ignore_resets, b1.is_double = c.critic1, dq1, s.critic_backward_ignores_resets, c.is_double
+    b0.plan = c.branch0 if s.every_step else c.critic0
+    b1.plan = c.branch1 if s.every_step else c.critic1
+    b0.dy, b0.ignore_resets, b0.is_double = dq0, s.critic_backward_ignores_resets, c.is_double
+    b1.dy, b1.ignore_resets, b1.is_double = dq1, s.critic_backward_ignores_resets, c.is_double
     run_pair(_input_backward_task, &b0, _input_backward_task, &b1, s.threads)
-    dx = <floating*>_input_grad(c.critic0)
-    dx1 = <floating*>_input_grad(c.critic1)
+    dx = <floating*>_input_grad(b0.plan)
+    dx1 = <floating*>_input_grad(b1.plan)
     for k in range(N):
         for i in range(A):
             da[k * A + i] = (<floating>0 + dx[k * OA + O + i]) + dx1[k * OA + O + i]
     for k in range(N):
-        if not w.final[k]:
+        if not _loss_step(w, s, k):
             for i in range(A):
                 da[k * A + i] = 0
     # 5. through the head and the actor
@@ -767,20 +814,29 @@ cdef void _td3_actor(ActorCtx* c, const floating* obs) noexcept nogil:
     cdef floating* dx
     cdef floating neg_inv_n, t
     cdef double qsum = 0
+    cdef NetPlan* q_plan
     c.actor.reset = w.reset
     plan_forward[floating](c.actor, obs)
     pre = <floating*>_output(c.actor)
     for k in range(N * A):
         a[k] = exact_tanh(pre[k])
     for k in range(N):
-        n += w.final[k] != 0
-    _q_input(N, O, A, obs, a, act, w.final, xc)
+        n += _loss_step(w, s, k)
     c.critic0.reset = w.reset
-    plan_forward[floating](c.critic0, xc)
-    q1 = <floating*>_output(c.critic0)
+    if s.every_step:  # critic 1's history on replayed actions, then its one-step branch on the new ones
+        _q_input(N, O, A, obs, <const floating*>NULL, act, NULL, xc)
+        plan_forward[floating](c.critic0, xc)
+        _q_input(N, O, A, obs, a, act, NULL, <floating*>c.x_branch)
+        plan_forward[floating](c.branch0, <const floating*>c.x_branch)
+        q_plan = c.branch0
+    else:
+        _q_input(N, O, A, obs, a, act, w.final, xc)
+        plan_forward[floating](c.critic0, xc)
+        q_plan = c.critic0
+    q1 = <floating*>_output(q_plan)
     neg_inv_n = <floating>(-1.0 / n)
     for k in range(N):
-        if w.final[k]:
+        if _loss_step(w, s, k):
             qsum += q1[k]
             dq0[k] = neg_inv_n
         else:
@@ -791,11 +847,11 @@ cdef void _td3_actor(ActorCtx* c, const floating* obs) noexcept nogil:
     if not isfinite(c.loss):
         c.status = NONFINITE_LOSS
         return
-    plan_backward[floating](c.critic0, dq0, True, s.critic_backward_ignores_resets, False)
-    dx = <floating*>_input_grad(c.critic0)
+    plan_backward[floating](q_plan, dq0, True, s.critic_backward_ignores_resets, False)
+    dx = <floating*>_input_grad(q_plan)
     for k in range(N):
         for i in range(A):
-            if not w.final[k]:
+            if not _loss_step(w, s, k):
                 dpre[k * A + i] = 0
             else:
                 t = a[k * A + i]
@@ -902,7 +958,8 @@ cdef class ActorUpdate:
     cdef object _keep
 
     def __init__(self, Settings settings, Window window, noise, SequencePlan actor, SequencePlan critic0,
-                 SequencePlan critic1, Optimizer optimizer, target_params=None):
+                 SequencePlan critic1, Optimizer optimizer, target_params=None, SequencePlan branch0=None,
+                 SequencePlan branch1=None):
         cdef WindowView* w = &window.v
         cdef int N = w.L * w.B, A = w.A, OA = w.O + w.A
         cdef int C = settings.s.C, J = settings.s.J
@@ -924,7 +981,18 @@ cdef class ActorUpdate:
         else:
             shapes = ((N, A), N, (N, OA), N, N, (N, A), N, (N, A if td3 else 2 * A), 1, 1, 1, 1)
         bufs = [np.zeros(shape, dtype) for shape in shapes]
-        self._keep = [settings, window, noise, actor, critic0, critic1, optimizer, target_params, bufs]
+        branches = settings.s.every_step and not discrete
+        bufs.append(np.zeros((N if branches else 1, OA if branches else 1), dtype))
+        self._keep = [settings, window, noise, actor, critic0, critic1, optimizer, target_params, bufs, branch0,
+                      branch1]
+        self.ctx.branch0 = self.ctx.branch1 = NULL
+        self.ctx.x_branch = _data(bufs[12])
+        if branches:
+            _bind_branch("branch0", branch0, critic0, N, window.is_double)
+            self.ctx.branch0 = &branch0.net
+            if not td3:
+                _bind_branch("branch1", branch1, critic1, N, window.is_double)
+                self.ctx.branch1 = &branch1.net
         self.ctx.settings = &settings.s
         self.ctx.window = w
         self.ctx.adam = &optimizer.a
@@ -965,6 +1033,27 @@ cdef class ActorUpdate:
         with nogil:
             _actor_run(&self.ctx)
         return Status(self.ctx.status), self.ctx.loss, self.ctx.alpha_gradient
+
+
+cdef int _bind_branch(str name, SequencePlan branch, SequencePlan trunk, int rows, bint is_double) except -1:
+    """Point a one-step plan (T=1, B=rows) of the same network as ``trunk`` (T*B = rows) at the
+    trunk's per-step starting states: each GRU of the branch starts row k from the state the
+    trunk's GRU started step k from (after its resets), so the branch's output at row k is the
+    trunk's at k with the input replaced."""
+    cdef int i
+    if branch is None:
+        raise ValueError(f"{name}: every-step losses need the one-step branch plans of the critics")
+    if branch.is_double != is_double or branch.net.T != 1 or branch.net.B != rows \
+            or trunk.net.T * trunk.net.B != rows or branch.net.n_layers != trunk.net.n_layers:
+        raise ValueError(f"{name}: expected a one-step plan of {rows} rows of the same network as its trunk")
+    for i in range(branch.net.n_layers):
+        if (branch.net.layers[i].kind != trunk.net.layers[i].kind or branch.net.layers[i].W != trunk.net.layers[i].W
+                or branch.net.layers[i].out_dim != trunk.net.layers[i].out_dim):
+            raise ValueError(f"{name}: layer {i} differs from its trunk's (the same network's parameters expected)")
+        if branch.net.layers[i].kind == GRU:
+            branch.net.layers[i].h0 = trunk.net.layers[i].h_prev
+    branch.net.reset = NULL
+    return 0
 
 
 cdef int _check_discrete(Settings settings, Window window, tuple plans) except -1:
