@@ -1,4 +1,4 @@
-"""The updates of SAC and TD3 on replayed windows: the one implementation memrl trains with.
+"""The updates of SAC, TD3 and discrete SAC on replayed windows: the one implementation memrl trains with.
 
 Each update runs whole, without the GIL, over buffers bound once: the sampler's window arrays
 (``Window``), the noise arrays, the network plans (``memrl._core._network``) and the flat
@@ -31,8 +31,32 @@ The actor, on its window (replayed actions at every step that is not final):
          alpha * |E| * (mean_E(-log pi) - target_entropy) / N_resets.
     TD3: L_pi = -(1 / N_f) sum_{t final} Q_1([o_t, tanh(actor)_t]), then the target actor's Polyak step.
 
-Sources: Haarnoja et al. 2018 (SAC), Fujimoto et al. 2018 (TD3), RLtools' memory chapter
-(internals sections 2.3, 3.2-3.4, 5).
+Every-step losses (``Settings(every_step=True)``, ``Config.every_step_losses``): the losses above
+are taken at every step of every segment (every current slot that is not a padding slot; N_f
+counts them) instead of at the final steps only. The histories stay masked, built on replayed
+actions: the Q-value of a fresh action a at step t is a one-step *branch* of the critic, the
+critic's step on [o_t, a] from the state its pass over the replayed window started step t from
+(``_bind_branch``: a (T=1, B=rows) plan of the same network whose GRUs start from the window
+pass's per-step states). The critic targets read the target critics' branches on the next actions
+at every target slot, the actor the critics' branches on its new actions; at a final step the
+branch is exactly the masked pass's fresh-action step.
+
+Discrete SAC (``Algorithm.DISCRETE_SAC``, Christodoulou 2019; ``memrl.discrete_sac``): the window's
+actions are K category indices (floats); the actor outputs C = sum(nvec) logits (K softmaxes,
+``memrl._core._categorical``), each critic J = prod(nvec) Q-values of the joint actions from the
+observations alone. With pi the joint distribution (every expectation exact, no noise):
+
+    V_s  = sum_a pi_s(a) [min_j Qtarg_j,s(a) - alpha log pi_s(a)]      (bonus with the next-step form)
+    y_t  = r_t + gamma (1 - terminated_t) V_{t+d}   [+ alpha H(pi_t) for the current-step form]
+    L_Q  = 1 / (2 N_f) sum_{t} (Q_i,t(a_t) - y_t)^2                      (a_t the replayed joint action)
+    L_pi = (1/N_f) sum_t sum_a pi_t(a) [-min_j Q_j,t(a)] + alpha mean_E sum_a pi(a) log pi(a)
+    alpha's gradient in log alpha: alpha (H - target_entropy)          (Christodoulou eq. 11)
+
+at the final steps or, with ``every_step``, every step (no critic input depends on a fresh action).
+
+Sources: Haarnoja et al. 2018 (SAC), Fujimoto et al. 2018 (TD3), Christodoulou 2019 (discrete SAC),
+RLtools' memory chapter (internals sections 2.3, 3.2-3.4, 5), pomdp-baselines (Ni et al. 2022:
+losses at every step of replayed sequences).
 """
 from cython cimport floating
 from libc.math cimport isfinite
