@@ -199,3 +199,26 @@ def test_environment_spec_records_spaces_and_history():
     assert spec["action_space"]["kind"] == "discrete" and spec["action_space"]["nvec"] == [2]
     assert spec["history_inputs"] == {"previous_action": True, "previous_reward": True}
     assert json.loads(json.dumps(spec)) == spec
+
+
+def test_discrete_checkpoints_resume_alike_and_export(tmp_path):
+    """A discrete SAC trainer's checkpoint (history inputs on) loads into trainers that continue
+    identically, and its actor exports to a policy file."""
+    from memrl.loop import Trainer
+    from memrl.policy import Policy, export_from_checkpoint
+
+    t = Trainer(small("cartpole-p-sac"), 4)
+    for _ in range(120):
+        t.step()
+    t.save(str(tmp_path / "ckpt.npz"))
+    a, b = Trainer.load(str(tmp_path / "ckpt.npz")), Trainer.load(str(tmp_path / "ckpt.npz"))
+    for _ in range(60):
+        a.step()
+        b.step()
+    for name, net in a.agent.networks().items():
+        np.testing.assert_array_equal(net.params, b.agent.networks()[name].params, name)
+    assert a.agent.alpha == b.agent.alpha
+    export_from_checkpoint(str(tmp_path / "ckpt.npz"), str(tmp_path / "p.npz"))
+    policy = Policy.load(tmp_path / "p.npz")
+    assert policy.discrete and policy.previous_action_input and policy.observation_dim == 5
+    assert int(policy.act(np.zeros(2, np.float32))) in (0, 1)
