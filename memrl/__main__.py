@@ -295,6 +295,18 @@ PRESET_SUMMARIES = {
     "memory-chapter-td3": "recurrent TD3 on the counting task",
     "pendulum-sac": "feed-forward SAC on memrl's Pendulum (fully observed)",
     "pendulum-td3": "feed-forward TD3 on memrl's Pendulum (fully observed)",
+    "pendulum-p-sac": "recurrent SAC on Pendulum observing the angle only (pomdp-baselines' Pendulum-P)",
+    "pendulum-p-td3": "recurrent TD3 on Pendulum observing the angle only (pomdp-baselines' Pendulum-P)",
+    "pendulum-v-sac": "recurrent SAC on Pendulum observing the velocity only (pomdp-baselines' Pendulum-V)",
+    "pendulum-v-td3": "recurrent TD3 on Pendulum observing the velocity only (pomdp-baselines' Pendulum-V)",
+    "cartpole-p-sac": "recurrent discrete SAC on CartPole-v1 observing positions only (pomdp-baselines' CartPole-P)",
+    "cartpole-v-sac": "recurrent discrete SAC on CartPole-v1 observing velocities only (pomdp-baselines' CartPole-V)",
+    "popgym-repeat-previous-easy": "recurrent discrete SAC on POPGym's RepeatPreviousEasy (memrl[popgym])",
+    "popgym-repeat-first-easy": "recurrent discrete SAC on POPGym's RepeatFirstEasy (memrl[popgym])",
+    "popgym-position-only-cartpole-easy": "recurrent discrete SAC on POPGym's PositionOnlyCartPoleEasy (memrl[popgym])",
+    "popgym-velocity-only-cartpole-easy": "recurrent discrete SAC on POPGym's VelocityOnlyCartpoleEasy (memrl[popgym])",
+    "popgym-position-only-pendulum-easy": "recurrent SAC on POPGym's PositionOnlyPendulumEasy (memrl[popgym])",
+    "popgym-multiarmed-bandit-easy": "recurrent discrete SAC on POPGym's MultiarmedBanditEasy (memrl[popgym])",
 }
 
 

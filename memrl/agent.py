@@ -7,9 +7,12 @@ own, the actor update one more; afterwards ``update_critics`` and ``update_actor
 (``memrl._core._update``, the one implementation, documented there with its formulas). Acting is
 compiled too (``acting`` for the rollout's bound arrays, ``act`` for evaluation).
 
-The subclasses (``memrl.sac.SAC``, ``memrl.td3.TD3``) add what differs: the actor's output and
-head, SAC's temperature, TD3's target actor. Every update checks its loss and gradient; a
-non-finite one raises :class:`TrainingDiverged` and changes no parameter.
+The subclasses (``memrl.sac.SAC``, ``memrl.td3.TD3``, ``memrl.discrete_sac.DiscreteSAC``) add
+what differs: the actor's output and head, the critics' inputs and outputs, SAC's temperature,
+TD3's target actor. Every update checks its loss and gradient; a non-finite one raises
+:class:`TrainingDiverged` and changes no parameter. :func:`make_agent` picks the agent for a
+configuration and an environment: the action space decides the head (discrete actions train
+discrete SAC).
 """
 from __future__ import annotations
 
@@ -68,31 +71,46 @@ class Agent:
         self.dtype = np.dtype(dtype)
         seeds = np.random.SeedSequence(seed).generate_state(3)
         net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype)
-        self.actor = build_network(O, self.actor_outputs_per_action * A, cfg.actor_hidden_dim, cfg.actor_num_layers,
+        critic_in, critic_out = self.critic_dims()
+        self.actor = build_network(O, self.actor_outputs(), cfg.actor_hidden_dim, cfg.actor_num_layers,
                                    cfg.actor_activation, seed=int(seeds[0]), **net)
-        self.critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers, cfg.critic_activation,
-                                      seed=int(s), **net) for s in seeds[1:]]
-        self.target_critics = [build_network(O + A, 1, cfg.critic_hidden_dim, cfg.critic_num_layers,
+        self.critics = [build_network(critic_in, critic_out, cfg.critic_hidden_dim, cfg.critic_num_layers,
+                                      cfg.critic_activation, seed=int(s), **net) for s in seeds[1:]]
+        self.target_critics = [build_network(critic_in, critic_out, cfg.critic_hidden_dim, cfg.critic_num_layers,
                                              cfg.critic_activation, seed=None, **net) for _ in self.critics]
         for target, critic in zip(self.target_critics, self.critics):
             target.copy_from(critic)
-        self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
+        self.target_entropy = self.default_target_entropy()
         self.settings = self._settings()
         self._critic_updates = None
         self._actor_update = None
         self._act_cache: dict[tuple, tuple] = {}
 
-    def _settings(self) -> _update.Settings:
+    def actor_outputs(self) -> int:
+        """The actor's output width (SAC: [mean | log-std]; TD3: the action)."""
+        return self.actor_outputs_per_action * self.action_dim
+
+    def critic_dims(self) -> tuple[int, int]:
+        """The critics' (input, output) widths: [observation, action] -> Q."""
+        return self.observation_dim + self.action_dim, 1
+
+    def default_target_entropy(self) -> float:
+        """SAC's entropy target: ``config.target_entropy``, None meaning -action_dim."""
+        cfg = self.config
+        return float(-self.action_dim if cfg.target_entropy is None else cfg.target_entropy)
+
+    def _settings(self, **extra) -> _update.Settings:
         """The typed settings of every update: built here, once, from the configuration."""
         cfg = self.config
-        return _update.Settings(
+        return _update.Settings(**extra,
             algorithm=self.algorithm, gamma=cfg.gamma, tau=cfg.tau, log_std_min=cfg.log_std_min,
             log_std_max=cfg.log_std_max, target_entropy=self.target_entropy,
             target_policy_noise=cfg.target_policy_noise, target_noise_clip=cfg.target_noise_clip,
             entropy_bonus=cfg.entropy_bonus, entropy_bonus_next_step=cfg.entropy_bonus_next_step,
             ignore_termination=cfg.ignore_termination, actor_entropy_all=cfg.actor_entropy_positions == "all",
             critic_backward_ignores_resets=cfg.rltools_critic_backward_ignores_resets,
-            rltools_alpha_gradient=cfg.rltools_alpha_gradient, threads=cfg.threads)
+            rltools_alpha_gradient=cfg.rltools_alpha_gradient, threads=cfg.threads,
+            every_step=cfg.every_step_losses)
 
     # -- what the subclasses define --------------------------------------------------------------
 
@@ -136,15 +154,25 @@ class Agent:
         L, B = batch.sequence_length, batch.batch_size
         Lt = batch.target_observations.shape[0]
         policy = self.target_policy()
-        self._critic_updates = [
-            _update.CriticUpdate(self.settings, self.window(critic_batches[i]), critic_noise[i],
-                                 policy.new_plan(Lt, B), self.target_critics[0].new_plan(Lt, B),
-                                 self.target_critics[1].new_plan(Lt, B), self.critics[i].plan(L, B),
-                                 optimizer(self.critics[i], cfg.critic_optimizer), self.target_critics[i].params)
-            for i in range(2)]
+        # every-step losses of continuous agents: one-step branches of the critics off their window
+        # passes (memrl._core._update binds each to its trunk's per-step states)
+        branches = cfg.every_step_losses and self.algorithm != _update.Algorithm.DISCRETE_SAC
+
+        def branch(net, rows):
+            return net.new_plan(1, rows) if branches else None
+
+        self._critic_updates = []
+        for i in range(2):
+            targets = [self.target_critics[j].new_plan(Lt, B) for j in range(2)]
+            self._critic_updates.append(_update.CriticUpdate(
+                self.settings, self.window(critic_batches[i]), critic_noise[i], policy.new_plan(Lt, B), *targets,
+                self.critics[i].plan(L, B), optimizer(self.critics[i], cfg.critic_optimizer),
+                self.target_critics[i].params, branch(self.target_critics[0], Lt * B),
+                branch(self.target_critics[1], Lt * B)))
         self._actor_update = _update.ActorUpdate(
             self.settings, self.window(actor_batch), actor_noise, self.actor.plan(L, B), self.critics[0].plan(L, B),
-            self.critics[1].plan(L, B), optimizer(self.actor, cfg.actor_optimizer), self.target_actor_params())
+            self.critics[1].plan(L, B), optimizer(self.actor, cfg.actor_optimizer), self.target_actor_params(),
+            branch(self.critics[0], L * B), branch(self.critics[1], L * B))
 
     # -- updates -----------------------------------------------------------------------------------
 
@@ -205,7 +233,17 @@ class Agent:
         cfg = self.config
         return _acting.Acting(self.actor.step_plan(observations.shape[0], state), observations, reset, noise,
                               actions, algorithm=self.algorithm, log_std_min=cfg.log_std_min,
-                              log_std_max=cfg.log_std_max, exploration_noise=cfg.exploration_noise)
+                              log_std_max=cfg.log_std_max, exploration_noise=cfg.exploration_noise,
+                              **self._acting_extra())
+
+    def _acting_extra(self) -> dict:
+        return {}
+
+    def random_actions(self, uniforms: np.ndarray, out: np.ndarray) -> None:
+        """The warm-up's uniformly random actions (N, A) into ``out`` from uniforms (N, A) in [0, 1)
+        (overwritten): ``2 u - 1``, uniform on [-1, 1)."""
+        np.multiply(uniforms, 2.0, out=uniforms)
+        np.subtract(uniforms, 1.0, out=out, casting="same_kind")
 
     def act(self, observations: np.ndarray, state: list[np.ndarray], reset: np.ndarray | None = None,
             noise: np.ndarray | None = None) -> np.ndarray:
@@ -233,6 +271,27 @@ class Agent:
     def deterministic_action(self, pre: np.ndarray) -> np.ndarray:
         """Deterministic actions (N, A) from actor outputs (N, outputs) (the count probe)."""
         raise NotImplementedError
+
+
+def make_agent(config: Config, env, seed: int, *, dtype=np.float32) -> Agent:
+    """The agent ``config`` trains on ``env`` (memrl's environment protocol): the action space
+    decides the head. Continuous actions: ``memrl.sac.SAC`` or ``memrl.td3.TD3`` by
+    ``config.algorithm``; discrete ones (``env.action_nvec`` set: a Gymnasium ``Discrete`` or
+    ``MultiDiscrete`` space) train ``memrl.discrete_sac.DiscreteSAC`` with any SAC configuration.
+    Raises ValueError (one line) for TD3 on discrete actions."""
+    from memrl.discrete_sac import DiscreteSAC
+    from memrl.sac import SAC
+    from memrl.td3 import TD3
+
+    nvec = getattr(env, "action_nvec", None)
+    name = getattr(env, "name", None) or config.environment
+    if nvec is not None:
+        if config.algorithm != "sac":
+            raise ValueError(f"algorithm: {config.algorithm!r} needs a continuous (Box) action space, but {name} has "
+                             f"discrete actions (categories {list(nvec)}); train it with a SAC preset (discrete SAC)")
+        return DiscreteSAC(config, env.observation_dim, nvec, seed, dtype=dtype)
+    agent_class = SAC if config.algorithm == "sac" else TD3
+    return agent_class(config, env.observation_dim, env.action_dim, seed, dtype=dtype)
 
 
 def _raise_for(status: Status, network: str, loss: float) -> None:

@@ -101,6 +101,17 @@ class Config:
     """One batch for both critics and the actor; False gives each a fresh batch [SHARED_BATCH]."""
     mask_non_terminal: bool = True
     """Losses only at segment-final steps; earlier steps feed replayed actions [MASK_NON_TERMINAL]."""
+    every_step_losses: bool = False
+    """Losses at every step of every segment instead of only at its final step. The histories stay
+    masked (replayed actions feed every step): continuous agents take the Q-value of a fresh
+    action at step t from a one-step branch of the critic off the replayed history's state before
+    step t (at final steps exactly what the masked losses compute); discrete SAC's critics take no
+    action input at all (``memrl._core._update``)."""
+    previous_action_input: bool = False
+    """Append the previous action to each observation (one-hot per component for discrete actions,
+    zero after a reset) as a history input of the networks (``memrl.envs.history``)."""
+    previous_reward_input: bool = False
+    """Append the previous reward to each observation (zero after a reset) (``memrl.envs.history``)."""
 
     # -- SAC -----------------------------------------------------------------------------------
     gamma: float = 0.0
@@ -112,7 +123,10 @@ class Config:
     adaptive_alpha: bool = True
     """Learn alpha towards target_entropy; False keeps it fixed [ADAPTIVE_ALPHA]."""
     target_entropy: float | None = -4.0
-    """Entropy target; None = -action_dim [TARGET_ENTROPY]."""
+    """Entropy target of continuous SAC; None = -action_dim [TARGET_ENTROPY]."""
+    target_entropy_ratio: float = 0.7
+    """Discrete SAC's entropy target as a fraction of the uniform policy's: ratio * log(number of
+    joint actions) (pomdp-baselines' 0.7; Christodoulou 2019 used 0.98)."""
     entropy_bonus: bool = True
     """Add -alpha log pi to the critic targets [ENTROPY_BONUS]."""
     entropy_bonus_next_step: bool = False
@@ -246,7 +260,9 @@ class Config:
         _int("threads", self.threads, 1)
         if self.threads > 2:
             raise ValueError(f"threads: expected 1 or 2 (the two critic updates), got {self.threads}")
-        for name in ("shared_batch", "mask_non_terminal", "adaptive_alpha", "entropy_bonus",
+        for name in ("shared_batch", "mask_non_terminal", "every_step_losses", "previous_action_input",
+                     "previous_reward_input",
+                     "adaptive_alpha", "entropy_bonus",
                      "entropy_bonus_next_step", "ignore_termination", "rltools_critic_backward_ignores_resets",
                      "rltools_alpha_gradient"):
             if not isinstance(getattr(self, name), bool):
@@ -254,6 +270,7 @@ class Config:
         _float("gamma", self.gamma, 0.0, 1.0)
         _float("tau", self.tau, 0.0, 1.0)
         _float("alpha", self.alpha, 0.0, None, open_low=True)
+        _float("target_entropy_ratio", self.target_entropy_ratio, 0.0, 1.0)
         if self.target_entropy is not None:
             _float("target_entropy", self.target_entropy, None, None)
         _float("target_policy_noise", self.target_policy_noise, 0.0, None)
@@ -261,6 +278,9 @@ class Config:
         _float("exploration_noise", self.exploration_noise, 0.0, None)
         _float("log_std_min", self.log_std_min, None, None)
         _float("log_std_max", self.log_std_max, None, None)
+        if self.every_step_losses and self.rltools_critic_backward_ignores_resets:
+            raise ValueError("every_step_losses: RLtools' reset-ignoring critic backward "
+                             "(rltools_critic_backward_ignores_resets) is defined for final-step losses only")
         if not self.log_std_min < self.log_std_max:
             raise ValueError(f"log_std_min: expected less than log_std_max={self.log_std_max}, got {self.log_std_min}")
         _choice("actor_entropy_positions", self.actor_entropy_positions, ("all", "final"))
@@ -349,6 +369,39 @@ def _feed_forward(**changes) -> Config:
     return base.replace(**changes)
 
 
+def _pomdp(environment: str, environment_kwargs: dict | None = None, **changes) -> Config:
+    """A recurrent agent for pomdp-baselines' classic POMDPs and POPGym (Ni et al. 2022,
+    configs/pomdp/*/rnn.yml; Morad et al. 2023): the previous action and reward as history
+    inputs, gamma 0.9, lr 3e-4, tau 0.005, one update per environment step, next-step entropy
+    bonus, losses at every step of the sampled segments (as pomdp-baselines trains on every step
+    of its sequences), Dense-GRU-Dense stacks of 64 units (pomdp-baselines: 128-unit LSTMs with
+    128x128 MLPs; halved for a 2-core CPU), windows of 64 steps."""
+    base = Config(environment=environment, environment_kwargs=dict(environment_kwargs or {}), total_steps=50_000,
+                  sequence_length=64, batch_size=16, gamma=0.9, alpha=0.1, target_entropy=None,
+                  entropy_bonus_next_step=True, n_warmup_steps=1000, n_warmup_steps_critic=1000,
+                  n_warmup_steps_actor=1000, actor_training_interval=1, actor_hidden_dim=64, critic_hidden_dim=64,
+                  actor_num_layers=3, critic_num_layers=3, actor_activation="relu", critic_activation="relu",
+                  gru_gates="exact", previous_action_input=True, previous_reward_input=True, every_step_losses=True,
+                  actor_optimizer=AdamConfig.tensorflow(lr=3e-4), critic_optimizer=AdamConfig.tensorflow(lr=3e-4),
+                  alpha_optimizer=AdamConfig.tensorflow(lr=3e-4), actor_entropy_positions="final",
+                  sampling=SamplingConfig(include_first_step_in_targets=False),
+                  evaluation_interval=2000, n_evaluation_episodes=10, checkpoint_interval=10_000)
+    return base.replace(**changes)
+
+
+def _pomdp_td3(environment: str, environment_kwargs: dict | None = None, **changes) -> Config:
+    """As ``_pomdp`` with TD3's policy delay and target smoothing (pomdp-baselines' td3 settings:
+    exploration noise 0.1, target noise 0.2 clipped at 0.5)."""
+    return _pomdp(environment, environment_kwargs, algorithm="td3", actor_training_interval=2,
+                  critic_target_update_interval=2, **changes)
+
+
+def _discrete(environment: str, **changes) -> Config:
+    """Discrete SAC (the action space decides) with pomdp-baselines' target entropy 0.7 log|A| and
+    alpha learned from 1.0."""
+    return _pomdp(environment, alpha=1.0, **changes)
+
+
 PRESETS: dict[str, Config] = {
     # The RLtools memory chapter, value for value (rltools-memory-chapter.txt).
     "memory-chapter": Config(),
@@ -358,6 +411,28 @@ PRESETS: dict[str, Config] = {
     # Feed-forward agents on Pendulum (fully observed).
     "pendulum-sac": _feed_forward(),
     "pendulum-td3": _feed_forward(algorithm="td3", actor_training_interval=2, critic_target_update_interval=2),
+    # pomdp-baselines' classic POMDPs (Ni et al. 2022, envs/pomdp/__init__.py): Pendulum observing only
+    # the angle's cos and sin ("P") or only the angular velocity ("V"), memrl's own pendulum (Gymnasium's
+    # Pendulum-v1 dynamics, 200 steps); recurrent SAC and TD3 (configs/pomdp/pendulum/v/{sac,td3}_rnn.yml).
+    "pendulum-p-sac": _pomdp("pendulum", {"observation": "position_only"}, total_steps=20_000),
+    "pendulum-p-td3": _pomdp_td3("pendulum", {"observation": "position_only"}, total_steps=20_000),
+    "pendulum-v-sac": _pomdp("pendulum", {"observation": "velocity_only"}, total_steps=20_000),
+    "pendulum-v-td3": _pomdp_td3("pendulum", {"observation": "velocity_only"}, total_steps=20_000),
+    # CartPole observing positions (x, theta) or velocities (x_dot, theta_dot) (Gymnasium's CartPole-v1
+    # masked, 500 steps; pomdp-baselines masked CartPole-v0): discrete SAC (configs/pomdp/cartpole/v/rnn.yml).
+    "cartpole-p-sac": _discrete("gymnasium:memrl/CartPole-P-v0"),
+    "cartpole-v-sac": _discrete("gymnasium:memrl/CartPole-V-v0"),
+    # POPGym's Easy tasks (Morad et al. 2023; pip install 'memrl[popgym]'), scored by the running maximum
+    # of the mean evaluation return (MMER): discrete SAC, except the pendulum (continuous SAC).
+    "popgym-repeat-previous-easy": _discrete("gymnasium:popgym-RepeatPreviousEasy-v0", total_steps=200_000),
+    "popgym-repeat-first-easy": _discrete("gymnasium:popgym-RepeatFirstEasy-v0", total_steps=200_000),
+    "popgym-position-only-cartpole-easy": _discrete("gymnasium:popgym-PositionOnlyCartPoleEasy-v0",
+                                                    total_steps=200_000),
+    "popgym-velocity-only-cartpole-easy": _discrete("gymnasium:popgym-VelocityOnlyCartpoleEasy-v0",
+                                                    total_steps=200_000),
+    "popgym-position-only-pendulum-easy": _pomdp("gymnasium:popgym-PositionOnlyPendulumEasy-v0",
+                                                 total_steps=200_000),
+    "popgym-multiarmed-bandit-easy": _discrete("gymnasium:popgym-MultiarmedBanditEasy-v0", total_steps=200_000),
 }
 
 

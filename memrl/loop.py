@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from memrl.agent import TrainingDiverged
+from memrl.agent import TrainingDiverged, make_agent
 from memrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from memrl.config import Config, preset
 from memrl.envs import build_environment, environment_spec
@@ -33,9 +33,7 @@ from memrl.evaluation import count_probe, evaluate
 from memrl.hooks import Checkpoint, Clock, Evaluate, ExportPolicy, Hook, LoopStep, Report, peak_rss_mb
 from memrl.replay import ReplayBuffer, SequenceSampler
 from memrl.run import RESUME_CHANGEABLE, RunDirectory, RunDirectoryError, resume_config
-from memrl.sac import SAC
 from memrl.state import restore_training_state, training_state
-from memrl.td3 import TD3
 
 __all__ = ["Trainer", "TrainResult", "train", "as_config", "RESUME_CHANGEABLE"]
 
@@ -82,8 +80,7 @@ class Trainer:
         self.envs = [build_environment(cfg, int(s)) for s in self._env_seeds]
         env = self.envs[0]
         self.observation_dim, self.action_dim = env.observation_dim, env.action_dim
-        agent_class = SAC if cfg.algorithm == "sac" else TD3
-        self.agent = agent_class(cfg, self.observation_dim, self.action_dim, int(agent_seq.generate_state(1)[0]))
+        self.agent = make_agent(cfg, env, int(agent_seq.generate_state(1)[0]))  # the action space decides the head
         self.buffer = ReplayBuffer(cfg.capacity, self.observation_dim, self.action_dim,
                                    n_streams=cfg.n_environments, max_episode_length=env.episode_step_limit)
         n_samplers = 1 if cfg.shared_batch else 3
@@ -145,8 +142,7 @@ class Trainer:
         cfg = self.config
         if random_actions:
             self.rng_act.random(out=self._uniform)
-            np.multiply(self._uniform, 2.0, out=self._uniform)
-            np.subtract(self._uniform, 1.0, out=self.actions, casting="same_kind")
+            self.agent.random_actions(self._uniform, self.actions)
         else:
             if cfg.memory_reset_interval is not None:
                 np.remainder(self.episode_step, cfg.memory_reset_interval, out=self._steps_mod)

@@ -28,7 +28,7 @@ def blocked(tmp_path, module):
 
 MISTAKES = [
     (["train", "pendulum-sac", "--env", "gymnasium:pendulum-v1"], "Environment `pendulum` doesn't exist"),
-    (["train", "pendulum-td3", "--env", "gymnasium:CartPole-v1"], "action_space: expected a gymnasium.spaces.Box"),
+    (["train", "pendulum-td3", "--env", "gymnasium:CartPole-v1"], "algorithm: 'td3' needs a continuous (Box) action space"),
     (["train", "memory-chapter", "--set", "environment_kwargs.horizn=5"],
      "environment_kwargs: 'memory' takes no keyword 'horizn' (accepted: horizon, input_probability"),
     (["train", "nope"], "preset: expected one of"),

@@ -7,7 +7,10 @@ and the actions (N, A) it writes:
 * SAC, exploring: the tanh-Gaussian sample ``tanh(mean + exp(clip(log_std)) * noise)``;
   deterministic: ``tanh(mean)`` (``memrl._core._head``);
 * TD3, exploring: ``clip(tanh(actor) + exploration_noise * noise, -1, 1)`` (Fujimoto et al. 2018);
-  deterministic: ``tanh(actor)``.
+  deterministic: ``tanh(actor)``;
+* discrete SAC (actions (N, K): one category index per component, as floats), exploring: each
+  component's index sampled from its softmax by the inverse CDF at ``Phi(noise)`` (the standard
+  normal noise mapped to a uniform); deterministic: the argmax (``memrl._core._categorical``).
 
 ``run`` returns whether every action is finite. float32 (training) or float64 (tests).
 """
@@ -19,8 +22,9 @@ import numpy as np
 from memrl._core._buffers cimport data_pointer as _data
 from memrl._core._network cimport NetPlan, StepPlan, plan_step
 from memrl._core._head cimport head_fwd
+from memrl._core._categorical cimport categorical_act
 from memrl._core._activations cimport exact_tanh
-from memrl._core._update cimport Algorithm, SAC, TD3
+from memrl._core._update cimport Algorithm, DISCRETE_SAC, SAC, TD3
 from memrl._core._finite cimport all_finite
 
 
@@ -35,6 +39,8 @@ cdef struct ActingCtx:
     void* actions                   # OUT (N, A)
     void* logp                      # (N,) (SAC's head writes it)
     double log_std_min, log_std_max, exploration_noise
+    int K, C                        # discrete SAC: components and logits
+    const int* nvec                 # (K,) categories per component
 
 
 cdef bint _act(ActingCtx* c, const floating* obs, bint explore) noexcept nogil:
@@ -46,7 +52,9 @@ cdef bint _act(ActingCtx* c, const floating* obs, bint explore) noexcept nogil:
     plan_step[floating](c.plan, obs, c.reset)
     memset(c.reset, 0, c.N)
     pre = <const floating*>c.plan.layers[c.plan.n_layers - 1].out
-    if c.algorithm == TD3:
+    if c.algorithm == DISCRETE_SAC:
+        categorical_act[floating](c.N, c.K, c.nvec, c.C, pre, noise, actions)
+    elif c.algorithm == TD3:
         for k in range(n):
             v = exact_tanh(pre[k])
             actions[k] = v if noise == NULL else _clip(v + sigma * noise[k], <floating>-1, <floating>1)
@@ -62,13 +70,15 @@ cdef inline floating _clip(floating x, floating lo, floating hi) noexcept nogil:
 
 cdef class Acting:
     """A policy step bound to a step plan (``memrl.nn.Sequential.step_plan``) and the caller's
-    arrays; ``algorithm`` is ``memrl._core._update.Algorithm``'s SAC or TD3."""
+    arrays; ``algorithm`` is ``memrl._core._update.Algorithm``'s SAC, TD3 or DISCRETE_SAC (which
+    needs ``action_nvec``, the categories of each of the actions' K components)."""
     cdef ActingCtx ctx
     cdef object _keep
 
     def __init__(self, StepPlan plan, observations, reset, noise, actions, *, int algorithm, double log_std_min,
-                 double log_std_max, double exploration_noise):
+                 double log_std_max, double exploration_noise, action_nvec=None):
         cdef const unsigned char[::1] flags = reset
+        cdef const int[::1] nv
         N, A = actions.shape
         dtype = np.float64 if plan.is_double else np.float32
         O = plan.net.in_dim
@@ -77,14 +87,26 @@ cdef class Acting:
             if array.shape != shape or array.dtype != kind or not array.flags.c_contiguous:
                 raise ValueError(f"{name}: expected a C-contiguous {np.dtype(kind).name} array of shape {shape}, "
                                  f"got {array.dtype} {array.shape}")
-        if algorithm not in (SAC, TD3):
-            raise ValueError(f"algorithm: expected SAC ({int(SAC)}) or TD3 ({int(TD3)}), got {algorithm}")
-        outputs = A if algorithm == TD3 else 2 * A
+        if algorithm not in (SAC, TD3, DISCRETE_SAC):
+            raise ValueError(f"algorithm: expected SAC ({int(SAC)}), TD3 ({int(TD3)}) or DISCRETE_SAC "
+                             f"({int(DISCRETE_SAC)}), got {algorithm}")
+        if (algorithm == DISCRETE_SAC) != (action_nvec is not None):
+            raise ValueError("action_nvec: expected the categories per component for discrete SAC (only)")
+        nvec = None
+        if algorithm == DISCRETE_SAC:
+            nvec = np.array(action_nvec, np.int32)
+            if nvec.shape != (A,) or (nvec < 1).any():
+                raise ValueError(f"action_nvec: expected {A} positive category counts (one per action column), "
+                                 f"got {list(action_nvec)}")
+            nv = nvec
+            self.ctx.nvec = &nv[0]
+            self.ctx.K, self.ctx.C = A, int(nvec.sum())
+        outputs = A if algorithm == TD3 else (int(nvec.sum()) if nvec is not None else 2 * A)
         if plan.net.B != N or plan.net.out_dim != outputs:
             raise ValueError(f"plan: expected a step plan for {N} rows with {outputs} outputs, "
                              f"got {plan.net.B} rows and {plan.net.out_dim}")
         logp = np.zeros(N, dtype)
-        self._keep = (plan, observations, reset, noise, actions, logp)
+        self._keep = (plan, observations, reset, noise, actions, logp, nvec)
         self.ctx.plan = &plan.net
         self.ctx.is_double = plan.is_double
         self.ctx.algorithm = <Algorithm>algorithm

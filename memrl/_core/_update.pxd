@@ -1,6 +1,7 @@
 cpdef enum Algorithm:
     SAC = 0
     TD3 = 1
+    DISCRETE_SAC = 2
 
 
 cpdef enum Status:

@@ -2,10 +2,12 @@
 
 Two directions:
 
-* :class:`GymnasiumEnv` adapts a Gymnasium environment with a ``Box`` observation space and a
-  bounded ``Box`` action space to memrl's environment protocol (flat float32 observations,
-  actions normalised to [-1, 1], ``terminated`` and ``truncated`` kept apart), so memrl's agents
-  can train on it. :func:`make_env` builds one from a name such as ``"gymnasium:Pendulum-v1"``.
+* :class:`GymnasiumEnv` adapts a Gymnasium environment to memrl's environment protocol (flat
+  float32 observations, ``terminated`` and ``truncated`` kept apart), so memrl's agents can train
+  on it: observations ``Box``, ``Discrete``, ``MultiDiscrete`` or ``Tuple``s of them (encoded by
+  ``memrl.spaces``: flattened, one-hot), actions a bounded ``Box`` (normalised to [-1, 1]) or
+  ``Discrete`` / ``MultiDiscrete`` (category indices, for discrete SAC). :func:`make_env` builds
+  one from a name such as ``"gymnasium:Pendulum-v1"``.
 * memrl's own environments are registered with Gymnasium as ``"memrl/Memory-v0"``,
   ``"memrl/Pendulum-v0"``, ``"memrl/PendulumPosition-v0"`` and ``"memrl/PendulumVelocity-v0"``
   (each a :class:`MemrlGymnasiumEnv`), so ``gymnasium.make`` and Gymnasium tooling accept them.
@@ -36,10 +38,20 @@ GYMNASIUM_IDS: dict[str, tuple[str, dict[str, Any], int]] = {
     "memrl/PendulumVelocity-v0": ("pendulum", {"observation": "velocity_only"}, 200),
 }
 
-_SUPPORTED = (
-    "memrl supports a gymnasium.spaces.Box observation space (flattened to float32) and a "
-    "floating-point gymnasium.spaces.Box action space with finite bounds"
-)
+# pomdp-baselines' classic POMDPs on Gymnasium (Ni et al. 2022, envs/pomdp/__init__.py): a
+# Gymnasium environment with only some observation entries kept. Id -> (base id, kept entries,
+# max_episode_steps). CartPole-v1's observation is [x, x_dot, theta, theta_dot]: "P" keeps the
+# positions (x, theta), "V" the velocities (x_dot, theta_dot). (pomdp-baselines masked
+# CartPole-v0, 200 steps; these mask Gymnasium's CartPole-v1, 500 steps.)
+POMDP_IDS: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "memrl/CartPole-P-v0": ("CartPole-v1", (0, 2), 500),
+    "memrl/CartPole-V-v0": ("CartPole-v1", (1, 3), 500),
+}
+
+# Where an environment that declares no max_episode_steps says how long its episodes last
+# (POPGym's environments: ``max_episode_length``; Concentration: ``episode_length``; HigherLower
+# ends when its deck of ``deck_size`` cards is dealt).
+EPISODE_LENGTH_ATTRIBUTES = ("max_episode_length", "episode_length", "deck_size")
 
 
 def _gymnasium() -> Any:
@@ -61,19 +73,28 @@ class GymnasiumEnv:
     """A Gymnasium environment seen through memrl's environment protocol.
 
     ``env_or_id`` is a Gymnasium id (made with ``gymnasium.make(env_or_id, **make_kwargs)``) or an
-    existing ``gymnasium.Env``. The observation space must be a ``Box`` (observations are
-    flattened to float32 arrays of shape ``(observation_dim,)``); the action space a
-    floating-point ``Box`` with finite bounds. Actions are given in [-1, 1]: each is clipped to
-    [-1, 1], then mapped affinely onto ``[action_space.low, action_space.high]``; the attributes
-    ``action_low`` / ``action_high`` are therefore -1 and 1, and ``observation_low`` /
-    ``observation_high`` the flattened bounds of the observation space (possibly infinite).
+    existing ``gymnasium.Env``. Observations are encoded by ``memrl.spaces`` into float32 arrays
+    of shape ``(observation_dim,)`` (Box flattened, Discrete and MultiDiscrete one-hot, Tuples
+    concatenated); ``observation_low`` / ``observation_high`` are the encoded bounds (possibly
+    infinite). Actions:
 
-    ``episode_step_limit`` defaults to the env spec's ``max_episode_steps``; given explicitly, it
-    is passed to ``gymnasium.make`` as ``max_episode_steps`` (for an id) and the adapter truncates
-    episodes at that many steps itself too. ``seed`` seeds the first ``reset()``;
-    ``reset(seed=s)`` reseeds through ``env.reset(seed=s)``, a later ``reset()`` without a seed
-    continues the environment's generator. Gymnasium environments cannot be checkpointed in
-    general: ``state_dict`` raises ``NotImplementedError``.
+    * a floating-point ``Box`` with finite bounds: actions are given in [-1, 1], clipped, then
+      mapped affinely onto ``[action_space.low, action_space.high]``; ``action_low`` /
+      ``action_high`` are -1 and 1, ``action_nvec`` is None;
+    * ``Discrete`` or ``MultiDiscrete``: actions are ``action_dim`` category indices (floats
+      holding integers), ``action_nvec`` the categories per component, ``action_low`` 0 and
+      ``action_high`` ``nvec - 1``; the environment gets ``start + index`` in its own shape.
+
+    Any other space raises ``memrl.spaces.UnsupportedSpace`` (a ValueError) naming it.
+
+    ``episode_step_limit`` defaults to the env spec's ``max_episode_steps`` (or, for environments
+    that declare none, such as POPGym's, the first of ``EPISODE_LENGTH_ATTRIBUTES`` the
+    unwrapped environment has); given explicitly, it is passed to ``gymnasium.make`` as
+    ``max_episode_steps`` (for an id) and the adapter truncates episodes at that many steps
+    itself too. ``seed`` seeds the first ``reset()``; ``reset(seed=s)`` reseeds through
+    ``env.reset(seed=s)``, a later ``reset()`` without a seed continues the environment's
+    generator. Gymnasium environments cannot be checkpointed in general: ``state_dict`` raises
+    ``NotImplementedError``.
     """
 
     def __init__(
@@ -85,12 +106,16 @@ class GymnasiumEnv:
         **make_kwargs: Any,
     ) -> None:
         gymnasium = _gymnasium()
+        from memrl.spaces import ActionDecoder, ObservationEncoder, describe_action_space
+
         if episode_step_limit is not None:
             episode_step_limit = check_int("episode_step_limit", episode_step_limit, 1)
         self._pending_seed = check_seed("seed", seed)
         if isinstance(env_or_id, str):
-            if env_or_id in GYMNASIUM_IDS:
+            if env_or_id in GYMNASIUM_IDS or env_or_id in POMDP_IDS:
                 register_environments()
+            if env_or_id.startswith("popgym-"):
+                _import_popgym()
             if episode_step_limit is not None:
                 make_kwargs.setdefault("max_episode_steps", episode_step_limit)
             env = gymnasium.make(env_or_id, **make_kwargs)
@@ -108,49 +133,31 @@ class GymnasiumEnv:
         self.env = env
         self.name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
-        observation_space, action_space = env.observation_space, env.action_space
-        Box = gymnasium.spaces.Box
-        if not isinstance(observation_space, Box):
-            raise ValueError(
-                f"observation_space: expected a gymnasium.spaces.Box, got {observation_space} "
-                f"({type(observation_space).__name__}) in {self.name}; {_SUPPORTED}"
-            )
-        if not isinstance(action_space, Box):
-            raise ValueError(
-                f"action_space: expected a gymnasium.spaces.Box, got {action_space} "
-                f"({type(action_space).__name__}) in {self.name}; {_SUPPORTED}"
-            )
-        if not np.issubdtype(action_space.dtype, np.floating):
-            raise ValueError(
-                f"action_space: expected a floating-point Box, got dtype {action_space.dtype} "
-                f"({action_space}) in {self.name}; {_SUPPORTED}"
-            )
-        low = np.asarray(action_space.low, dtype=np.float64).reshape(-1)
-        high = np.asarray(action_space.high, dtype=np.float64).reshape(-1)
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError(
-                f"action_space: expected finite bounds, got an unbounded Box {action_space} in "
-                f"{self.name}; {_SUPPORTED}"
-            )
+        where = f" in {self.name}"
+        self.observation_encoder = ObservationEncoder.for_space(env.observation_space, where)
+        self.action_space_description = describe_action_space(env.action_space, where)
+        self.action_decoder = ActionDecoder(self.action_space_description)
 
-        self.observation_dim = int(math.prod(observation_space.shape))
-        self.action_dim = int(math.prod(action_space.shape))
-        self.observation_low = np.asarray(observation_space.low, dtype=np.float32).reshape(-1).copy()
-        self.observation_high = np.asarray(observation_space.high, dtype=np.float32).reshape(-1).copy()
-        self.action_low = np.full((self.action_dim,), -1.0, dtype=np.float32)
-        self.action_high = np.full((self.action_dim,), 1.0, dtype=np.float32)
+        self.observation_dim = self.observation_encoder.size
+        self.action_dim = self.action_decoder.action_dim
+        self.observation_low = self.observation_encoder.low.copy()
+        self.observation_high = self.observation_encoder.high.copy()
+        if self.action_decoder.discrete:
+            self.action_nvec = list(self.action_decoder.nvec)
+            self.action_low = np.zeros((self.action_dim,), dtype=np.float32)
+            self.action_high = np.array(self.action_nvec, dtype=np.float32) - 1
+        else:
+            self.action_nvec = None
+            self.action_low = np.full((self.action_dim,), -1.0, dtype=np.float32)
+            self.action_high = np.full((self.action_dim,), 1.0, dtype=np.float32)
         for array in (self.observation_low, self.observation_high, self.action_low, self.action_high):
             array.flags.writeable = False
-        self._action_shape = action_space.shape
-        self._action_dtype = action_space.dtype
-        self._env_action_low = low
-        self._env_action_high = high
-        self._action_scale = (high - low) / 2.0
-        self._action_offset = (high + low) / 2.0
-        self._action_bounds = (low.tolist(), high.tolist(), self._action_scale.tolist(), self._action_offset.tolist())
 
         if episode_step_limit is None:
             spec_limit = env.spec.max_episode_steps if env.spec is not None else None
+            for attribute in EPISODE_LENGTH_ATTRIBUTES:
+                if spec_limit is None and isinstance(getattr(env.unwrapped, attribute, None), int):
+                    spec_limit = getattr(env.unwrapped, attribute)
             if spec_limit is None:
                 raise ValueError(
                     f"episode_step_limit: {self.name} declares no max_episode_steps "
@@ -191,27 +198,13 @@ class GymnasiumEnv:
         self._needs_reset = terminated or truncated
         return self._flatten(obs), float(reward), terminated, truncated, info
 
-    def env_action(self, action: Any) -> np.ndarray:
-        """The action the wrapped env receives for the normalised ``action`` (checked, clipped, rescaled)."""
-        try:
-            value = action if isinstance(action, np.ndarray) and action.dtype.kind == "f" \
-                else np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"action: expected real numbers of shape ({self.action_dim},), got {action!r}") from None
-        if value.shape != (self.action_dim,) and not (self.action_dim == 1 and value.shape == ()):
-            raise ValueError(f"action: expected shape ({self.action_dim},), got shape {value.shape}")
-        # Per entry in Python floats (float64, the same operations NumPy would do): for the few
-        # entries of an action this is several times cheaper than a chain of ufunc calls.
-        out = []
-        for v, lo, hi, scale, offset in zip(value.reshape(-1).tolist(), *self._action_bounds):
-            if not math.isfinite(v):
-                raise ValueError(f"action: expected finite numbers, got {value.reshape(-1).tolist()}")
-            v = offset + scale * (-1.0 if v < -1.0 else (1.0 if v > 1.0 else v))
-            out.append(lo if v < lo else (hi if v > hi else v))
-        return np.array(out, dtype=self._action_dtype).reshape(self._action_shape)
+    def env_action(self, action: Any) -> Any:
+        """The action the wrapped env receives for the agent's ``action`` (``memrl.spaces.ActionDecoder``:
+        checked, then clipped and rescaled, or category indices offset by the space's start)."""
+        return self.action_decoder.decode(action)
 
     def _flatten(self, obs: Any) -> npt.NDArray[np.float32]:
-        return np.array(obs, dtype=np.float32).reshape(-1)
+        return self.observation_encoder.encode(obs)
 
     # ------------------------------------------------------------------ inspection, checkpoints
     @property
@@ -266,7 +259,52 @@ def register_environments() -> list[str]:
             max_episode_steps=max_episode_steps,
             kwargs={"name": name, **kwargs},
         )
-    return list(GYMNASIUM_IDS)
+    for env_id, (base, kept, max_episode_steps) in POMDP_IDS.items():
+        if env_id in gymnasium.registry:
+            continue
+        gymnasium.register(id=env_id, entry_point=f"{__name__}:make_masked", max_episode_steps=max_episode_steps,
+                           kwargs={"base": base, "kept": list(kept)})
+    return list(GYMNASIUM_IDS) + list(POMDP_IDS)
+
+
+def make_masked(base: str, kept: list[int], render_mode: str | None = None, **kwargs: Any) -> Any:
+    """``gymnasium.make(base, **kwargs)`` observing only the entries ``kept`` of its flat Box
+    observation (pomdp-baselines' ``POMDPWrapper``): a ``gymnasium.ObservationWrapper`` whose
+    observation space is the Box of those entries."""
+    gymnasium = _gymnasium()
+    env = gymnasium.make(base, render_mode=render_mode, **kwargs)
+    space = env.observation_space
+    if not isinstance(space, gymnasium.spaces.Box) or len(space.shape) != 1:
+        raise ValueError(f"base: expected an environment with a flat Box observation space, got {space} in {base}")
+    kept = [check_int(f"kept[{i}]", k, 0) for i, k in enumerate(kept)]
+    if not kept or max(kept) >= space.shape[0]:
+        raise ValueError(f"kept: expected entries of the {space.shape[0]} observed in {base}, got {kept}")
+    if "MaskedObservation" not in _LAZY:
+        class MaskedObservation(gymnasium.ObservationWrapper):
+            """Keeps the entries ``kept`` of a flat Box observation (pomdp-baselines' POMDP wrapper)."""
+
+            def __init__(self, env, kept):
+                super().__init__(env)
+                self.kept = np.array(kept, np.int64)
+                inner = env.observation_space
+                self.observation_space = gymnasium.spaces.Box(inner.low[self.kept], inner.high[self.kept],
+                                                              dtype=inner.dtype)
+
+            def observation(self, observation):
+                return np.asarray(observation)[self.kept]
+
+        MaskedObservation.__module__ = __name__
+        _LAZY["MaskedObservation"] = MaskedObservation
+    return _LAZY["MaskedObservation"](env, kept)
+
+
+def _import_popgym() -> None:
+    """POPGym registers its environments ("popgym-<Name>-v0") when imported (optional extra)."""
+    try:
+        import popgym  # noqa: F401
+    except ImportError:
+        raise ImportError("POPGym environments need POPGym, an optional dependency: pip install 'memrl[popgym]' "
+                          "(or pip install popgym)") from None
 
 
 def _register_on_import() -> None:
@@ -334,4 +372,4 @@ def __getattr__(name: str) -> Any:
 
 
 # ``MemrlGymnasiumEnv`` is left out so that ``from memrl.envs.gym import *`` does not import Gymnasium.
-__all__ = ["GYMNASIUM_IDS", "GymnasiumEnv", "make_env", "register_environments"]
+__all__ = ["GYMNASIUM_IDS", "POMDP_IDS", "GymnasiumEnv", "make_env", "make_masked", "register_environments"]
