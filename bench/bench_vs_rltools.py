@@ -172,7 +172,7 @@ def main(argv=None):
     seeds = [1] if opts.smoke else opts.seeds
     whole, solve = [], []
     for seed in seeds:
-        order = ("rltools", "memrl") if seed % 2 else ("memrl", "rltools")
+        order = ("memrl",) if opts.smoke else ("rltools", "memrl") if seed % 2 else ("memrl", "rltools")
         if not opts.no_whole:
             row = {"seed": seed}
             for side in order:
