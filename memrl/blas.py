@@ -10,20 +10,69 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import importlib.machinery
+import importlib.util
 import os
+import sys
 
 _DEFAULT_THREADS = 1
 _lib = None
 _setter = None
 
 
+CYTHON_BLAS = "scipy.linalg.cython_blas"
+_cython_blas_file = None
+
+
+def import_kernels():
+    """Import ``memrl._core._blas`` (the GEMM seam that cimports ``scipy.linalg.cython_blas``)
+    without running ``scipy.linalg``'s package initialisation; returns the path of SciPy's
+    ``cython_blas`` module file.
+
+    Importing ``scipy.linalg`` loads all of SciPy's linear algebra (about 25 MB of resident memory
+    and 0.2 s); the kernels need only the function pointers of that one extension module. It is
+    loaded from its file, entered in ``sys.modules`` while the seam initialises (the seam's own
+    import finds it there and keeps the pointers), and removed again, so that a later ``import
+    scipy.linalg`` is the ordinary one. Falls back to the plain import if SciPy's layout is not
+    the expected one. Raises ImportError if SciPy is not installed.
+    """
+    global _cython_blas_file
+    if _cython_blas_file is not None:
+        return _cython_blas_file
+    if CYTHON_BLAS in sys.modules or "memrl._core._blas" in sys.modules:
+        import scipy.linalg.cython_blas as module  # noqa: PLC0415  (already loaded: free)
+        import memrl._core._blas  # noqa: F401, PLC0415
+
+        _cython_blas_file = module.__file__
+        return _cython_blas_file
+    try:
+        scipy_spec = importlib.util.find_spec("scipy")  # finds the package without importing it
+        linalg = os.path.join(scipy_spec.submodule_search_locations[0], "linalg")
+        paths = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                 for p in glob.glob(os.path.join(linalg, "cython_blas" + suffix))]
+        spec = importlib.util.spec_from_file_location(CYTHON_BLAS, paths[0])
+        module = importlib.util.module_from_spec(spec)
+    except Exception:  # not the layout expected: the ordinary import
+        import scipy.linalg.cython_blas as module  # noqa: PLC0415
+        import memrl._core._blas  # noqa: F401, PLC0415
+
+        _cython_blas_file = module.__file__
+        return _cython_blas_file
+    sys.modules[CYTHON_BLAS] = module
+    try:
+        spec.loader.exec_module(module)
+        import memrl._core._blas  # noqa: F401, PLC0415
+    finally:
+        sys.modules.pop(CYTHON_BLAS, None)
+    _cython_blas_file = module.__file__
+    return _cython_blas_file
+
+
 def _find_openblas():
     global _lib, _setter
     if _setter is not None:
         return _setter
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
-
-    scipy_dir = os.path.dirname(os.path.dirname(scipy.linalg.cython_blas.__file__))
+    scipy_dir = os.path.dirname(os.path.dirname(import_kernels()))
     candidates = glob.glob(os.path.join(scipy_dir, "..", "scipy.libs", "*openblas*"))
     candidates += glob.glob(os.path.join(scipy_dir, ".dylibs", "*openblas*"))
     for path in candidates:
