@@ -168,7 +168,7 @@ def main(argv=None):
     os.makedirs(root, exist_ok=True)
     print(f"machine: {_common.machine()}; memrl from {_common.child_memrl(root)}")
     print("RLtools: -O3 -ffast-math -march=native, OpenBLAS, OPENBLAS_NUM_THREADS=1; "
-          "memrl: as installed (portable wheel flags, runtime ISA dispatch), default threads")
+          "memrl: setup.py's flags (no -march=native), default threads")
     seeds = [1] if opts.smoke else opts.seeds
     whole, solve = [], []
     for seed in seeds:
