@@ -177,3 +177,30 @@ def test_setup_rebuilds_when_the_mode_changes(tmp_path):
         ["__init__.py", "_build.pyx"]  # no generated C next to the sources
     c_dirs = sorted(p.name.split("-")[0] for p in (tree / "build" / "cython").iterdir())
     assert c_dirs == ["debug", "release"]
+
+
+def test_the_kernels_load_without_scipy_linalg_and_scipy_linalg_still_imports_after():
+    """memrl's GEMM seam loads SciPy's cython_blas alone (scipy.linalg's package costs ~25 MB of
+    resident memory); a later ``import scipy.linalg`` is the ordinary one, and both compute."""
+    code = (
+        "import sys, numpy as np\n"
+        "import memrl, memrl.loop, memrl.sac\n"
+        "from memrl._core import _blas\n"
+        "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
+        "a = np.arange(12, dtype=np.float32).reshape(3, 4) / 7\n"
+        "print(np.allclose(_blas.matmul(a, a.T, route='blas'), a.astype(np.float64) @ a.T, rtol=1e-6))\n"
+        "import scipy.linalg\n"
+        "print(scipy.linalg.cython_blas.__name__, float(scipy.linalg.blas.sgemm(1.0, a, a.T)[1, 2]))\n"
+        "print(float(_blas.matmul(a, a.T, route='blas')[1, 2]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "False False"
+    assert lines[1] == "True"
+    name, value = lines[2].split()
+    assert name == "scipy.linalg.cython_blas"
+    expected = float(np.float32((np.arange(12, dtype=np.float32).reshape(3, 4) / 7)[1]
+                                @ (np.arange(12, dtype=np.float32).reshape(3, 4) / 7)[2]))
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+    assert float(lines[3]) == pytest.approx(expected, rel=1e-6)
