@@ -75,6 +75,7 @@ if _has_kernels(_PACKAGE_DIR):
     try:
         from memrl import blas as _blas
 
+        _blas.install_seam_finder()
         _blas.pin_threads()
     except ImportError:  # SciPy missing: only the NumPy-only parts (memrl.policy) are usable
         pass

@@ -21,58 +21,78 @@ _setter = None
 
 
 CYTHON_BLAS = "scipy.linalg.cython_blas"
-_cython_blas_file = None
+SEAM = "memrl._core._blas"
 
 
-def import_kernels():
-    """Import ``memrl._core._blas`` (the GEMM seam that cimports ``scipy.linalg.cython_blas``)
-    without running ``scipy.linalg``'s package initialisation; returns the path of SciPy's
-    ``cython_blas`` module file.
+def _cython_blas_spec():
+    """The spec of SciPy's ``cython_blas`` extension file, found without importing ``scipy``."""
+    scipy_spec = importlib.util.find_spec("scipy")
+    linalg = os.path.join(scipy_spec.submodule_search_locations[0], "linalg")
+    paths = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES
+             for p in glob.glob(os.path.join(linalg, "cython_blas" + suffix))]
+    return importlib.util.spec_from_file_location(CYTHON_BLAS, paths[0])
 
-    Importing ``scipy.linalg`` loads all of SciPy's linear algebra (about 25 MB of resident memory
-    and 0.2 s); the kernels need only the function pointers of that one extension module. It is
-    loaded from its file, entered in ``sys.modules`` while the seam initialises (the seam's own
-    import finds it there and keeps the pointers), and removed again, so that a later ``import
-    scipy.linalg`` is the ordinary one. Falls back to the plain import if SciPy's layout is not
-    the expected one. Raises ImportError if SciPy is not installed.
-    """
-    global _cython_blas_file
-    if _cython_blas_file is not None:
-        return _cython_blas_file
-    if CYTHON_BLAS in sys.modules or "memrl._core._blas" in sys.modules:
-        import scipy.linalg.cython_blas as module  # noqa: PLC0415  (already loaded: free)
-        import memrl._core._blas  # noqa: F401, PLC0415
 
-        _cython_blas_file = module.__file__
-        return _cython_blas_file
-    try:
-        scipy_spec = importlib.util.find_spec("scipy")  # finds the package without importing it
-        linalg = os.path.join(scipy_spec.submodule_search_locations[0], "linalg")
-        paths = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES
-                 for p in glob.glob(os.path.join(linalg, "cython_blas" + suffix))]
-        spec = importlib.util.spec_from_file_location(CYTHON_BLAS, paths[0])
-        module = importlib.util.module_from_spec(spec)
-    except Exception:  # not the layout expected: the ordinary import
-        import scipy.linalg.cython_blas as module  # noqa: PLC0415
-        import memrl._core._blas  # noqa: F401, PLC0415
+class _SeamLoader:
+    """Loads the GEMM seam with SciPy's ``cython_blas`` entered alone in ``sys.modules`` (and
+    removed again once the seam has taken its function pointers), so that ``scipy.linalg``'s
+    package, about 25 MB of resident memory and 0.2 s, is never initialised for it. A later
+    ``import scipy.linalg`` is the ordinary one."""
 
-        _cython_blas_file = module.__file__
-        return _cython_blas_file
-    sys.modules[CYTHON_BLAS] = module
-    try:
-        spec.loader.exec_module(module)
-        import memrl._core._blas  # noqa: F401, PLC0415
-    finally:
-        sys.modules.pop(CYTHON_BLAS, None)
-    _cython_blas_file = module.__file__
-    return _cython_blas_file
+    def __init__(self, inner):
+        self.inner = inner
+
+    def _with_cython_blas_alone(self, fn, arg):
+        if CYTHON_BLAS in sys.modules or "scipy.linalg" in sys.modules:
+            return fn(arg)
+        try:
+            spec = _cython_blas_spec()
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[CYTHON_BLAS] = module
+            spec.loader.exec_module(module)
+        except Exception:  # not SciPy's usual layout: the seam's own import does the usual thing
+            sys.modules.pop(CYTHON_BLAS, None)
+            return fn(arg)
+        try:
+            return fn(arg)
+        finally:
+            sys.modules.pop(CYTHON_BLAS, None)
+
+    def create_module(self, spec):
+        return self._with_cython_blas_alone(self.inner.create_module, spec)
+
+    def exec_module(self, module):
+        return self._with_cython_blas_alone(self.inner.exec_module, module)
+
+
+class _SeamFinder:
+    """A ``sys.meta_path`` finder for the GEMM seam only; every other module is left to the rest."""
+
+    def find_spec(self, name, path, target=None):
+        if name != SEAM:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return spec
+        spec.loader = _SeamLoader(spec.loader)
+        return spec
+
+
+def install_seam_finder():
+    """Make the GEMM seam's import skip ``scipy.linalg``'s package (see ``_SeamLoader``); called by
+    ``import memrl``, loads nothing itself."""
+    if not any(isinstance(f, _SeamFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SeamFinder())
 
 
 def _find_openblas():
     global _lib, _setter
     if _setter is not None:
         return _setter
-    scipy_dir = os.path.dirname(os.path.dirname(import_kernels()))
+    try:
+        scipy_dir = importlib.util.find_spec("scipy").submodule_search_locations[0]
+    except (AttributeError, TypeError, ValueError):  # no SciPy package to look in
+        return None
     candidates = glob.glob(os.path.join(scipy_dir, "..", "scipy.libs", "*openblas*"))
     candidates += glob.glob(os.path.join(scipy_dir, ".dylibs", "*openblas*"))
     for path in candidates:
