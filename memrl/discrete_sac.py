@@ -54,12 +54,12 @@ from memrl._core._categorical import act as categorical_act
 from memrl._core._update import MAX_JOINT_ACTIONS, Algorithm
 from memrl.agent import Agent
 from memrl.config import Config
-from memrl.sac import LogAlpha
+from memrl.sac import LearnedTemperature, LogAlpha
 
 __all__ = ["DiscreteSAC"]
 
 
-class DiscreteSAC(Agent):
+class DiscreteSAC(LearnedTemperature, Agent):
     """Actor (categorical logits), twin critics (one Q per joint action) and their targets, and
     the temperature, with discrete SAC's updates (module doc).
 
@@ -100,14 +100,6 @@ class DiscreteSAC(Agent):
 
     def _acting_extra(self) -> dict:
         return {"action_nvec": self.action_nvec}
-
-    @property
-    def alpha(self) -> float:
-        return self.log_alpha.value
-
-    def _after_actor_update(self, alpha_gradient: float) -> None:
-        if self.config.adaptive_alpha:
-            self.log_alpha.step(alpha_gradient)
 
     def noise_shape(self, batch, target: bool) -> tuple[int, int]:
         """The updates draw no noise (their expectations are exact): one row keeps the loop's

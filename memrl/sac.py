@@ -22,7 +22,7 @@ from memrl.agent import Agent, TrainingDiverged
 from memrl.config import Config
 from memrl.optim import AdamConfig
 
-__all__ = ["SAC", "LogAlpha", "TrainingDiverged"]
+__all__ = ["SAC", "LogAlpha", "LearnedTemperature", "TrainingDiverged"]
 
 
 class LogAlpha:
@@ -49,15 +49,12 @@ class LogAlpha:
         self.optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t)
 
 
-class SAC(Agent):
-    """Actor, twin critics, target critics and the temperature, with SAC's updates."""
+class LearnedTemperature:
+    """The temperature the SAC agents (continuous and discrete) learn: ``self.log_alpha``, a
+    ``LogAlpha`` the subclass creates, stepped after each actor update with the gradient the
+    engine returns (frozen with ``adaptive_alpha=False``)."""
 
-    algorithm = Algorithm.SAC
-    actor_outputs_per_action = 2
-
-    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int, *, dtype=np.float32):
-        super().__init__(config, observation_dim, action_dim, seed, dtype=dtype)
-        self.log_alpha = LogAlpha(config.alpha, config.alpha_optimizer)
+    log_alpha: LogAlpha
 
     @property
     def alpha(self) -> float:
@@ -66,6 +63,17 @@ class SAC(Agent):
     def _after_actor_update(self, alpha_gradient: float) -> None:
         if self.config.adaptive_alpha:
             self.log_alpha.step(alpha_gradient)
+
+
+class SAC(LearnedTemperature, Agent):
+    """Actor, twin critics, target critics and the temperature, with SAC's updates."""
+
+    algorithm = Algorithm.SAC
+    actor_outputs_per_action = 2
+
+    def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int, *, dtype=np.float32):
+        super().__init__(config, observation_dim, action_dim, seed, dtype=dtype)
+        self.log_alpha = LogAlpha(config.alpha, config.alpha_optimizer)
 
     def deterministic_action(self, pre: np.ndarray) -> np.ndarray:
         """Actions (N, A) = tanh(mean) from actor outputs (N, 2A)."""

@@ -29,10 +29,22 @@ import numpy as np
 cdef double INV_SQRT2 = 0.70710678118654752440
 
 
+cdef inline void _next_joint(int K, const int* nvec, int* digit) noexcept nogil:
+    """Advance the mixed-radix digits of a joint action to the next joint index (component 0
+    most significant, the last one fastest), as ``ravel`` orders them."""
+    cdef int m = K - 1
+    while m >= 0:
+        digit[m] += 1
+        if digit[m] < nvec[m]:
+            return
+        digit[m] = 0
+        m -= 1
+
+
 cdef void categorical_fwd(int N, int K, const int* nvec, int C, int J, const floating* z, floating* logp,
                           floating* jlogp, floating* jp) noexcept nogil:
     """z (N, C) IN; logp (N, C), jlogp (N, J), jp (N, J) OUT (jlogp, jp may be NULL)."""
-    cdef int n, k, c, o, j, m
+    cdef int n, k, c, o, j
     cdef int digit[64]
     cdef double mx, s, lse, v
     cdef const floating* zr
@@ -66,19 +78,13 @@ cdef void categorical_fwd(int N, int K, const int* nvec, int C, int J, const flo
                 o += nvec[k]
             jlogp[<Py_ssize_t>n * J + j] = <floating>v
             jp[<Py_ssize_t>n * J + j] = <floating>exp(v)
-            m = K - 1
-            while m >= 0:
-                digit[m] += 1
-                if digit[m] < nvec[m]:
-                    break
-                digit[m] = 0
-                m -= 1
+            _next_joint(K, nvec, digit)
 
 
 cdef void categorical_bwd(int N, int K, const int* nvec, int C, int J, const floating* logp, const floating* jp,
                           const floating* g, floating* dz) noexcept nogil:
     """logp (N, C), jp (N, J), g (N, J) IN; dz (N, C) OUT: d(sum_a pi(a) g(a))/dz per row."""
-    cdef int n, k, c, o, j, m
+    cdef int n, k, c, o, j
     cdef int digit[64]
     cdef double e, w
     cdef const floating* gr
@@ -100,13 +106,7 @@ cdef void categorical_bwd(int N, int K, const int* nvec, int C, int J, const flo
             for k in range(K):
                 dr[o + digit[k]] += <floating>w
                 o += nvec[k]
-            m = K - 1
-            while m >= 0:
-                digit[m] += 1
-                if digit[m] < nvec[m]:
-                    break
-                digit[m] = 0
-                m -= 1
+            _next_joint(K, nvec, digit)
         for c in range(C):
             dr[c] = <floating>(dr[c] - exp(<double>logp[<Py_ssize_t>n * C + c]) * e)
 
