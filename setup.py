@@ -18,6 +18,8 @@ import glob
 import hashlib
 import json
 import os
+import platform
+import shutil
 import sys
 
 from setuptools import Extension, setup
@@ -76,6 +78,24 @@ def _digest(value) -> str:
 # Where cythonize writes the C: one directory per (mode, directives, Cython version).
 C_DIR = os.path.join("build", "cython", f"{MODE}-{_digest([DIRECTIVES, Cython.__version__])}")
 
+# Instruction-set variants: the kernels whose elementwise loops (GRU gates, activations, Adam)
+# gain from wider vectors are compiled a second time for x86-64-v3 (AVX2, FMA, BMI; Haswell and
+# later) into memrl/_core/_x86_64_v3/, from the same generated C. memrl.isa picks the variant at
+# run time when the CPU has it, as NumPy and OpenBLAS dispatch, so the wheel stays portable.
+# Measured (bench/bench_isa.py): about 9% off the chapter's and the POMDP presets' step time; a
+# build for x86-64-v4 (AVX-512) was no faster at 64 units and slower at the chapter's 16. With
+# -ffp-contract=off every variant computes the same bits (tests/test_isa.py).
+ISA_VARIANTS = {"x86-64-v3": ["-march=x86-64-v3", "-mtune=generic"]}
+ISA_MODULES = ("_adam", "_dense", "_gru")
+if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform == "win32":
+    ISA_VARIANTS = {}  # GCC/Clang on x86-64 only (MSVC has no -march)
+
+
+def isa_package(isa: str) -> str:
+    """memrl/_core/_x86_64_v3 for "x86-64-v3" (memrl.isa reads the same layout)."""
+    return "_" + isa.replace("-", "_")
+
+
 extensions = []
 for path in sorted(glob.glob("memrl/_core/_*.pyx")):
     threaded = path in THREADED_MODULES
@@ -85,6 +105,15 @@ for path in sorted(glob.glob("memrl/_core/_*.pyx")):
         extra_compile_args=COMPILE_ARGS + (["-pthread"] if threaded else []),
         extra_link_args=["-pthread"] if threaded else [],
     ))
+variants = {}  # variant extension name -> (the base extension's name, the ISA)
+for isa, flags in ISA_VARIANTS.items():
+    for module in ISA_MODULES:
+        if not os.path.isfile(f"memrl/_core/{module}.pyx"):  # a partial tree (tests/test_packaging.py)
+            continue
+        name = f"memrl._core.{isa_package(isa)}.{module}"
+        variants[name] = (f"memrl._core.{module}", isa)
+        extensions.append(Extension(name, [f"memrl/_core/{module}.pyx"], define_macros=list(MACROS),
+                                    extra_compile_args=COMPILE_ARGS + flags))
 
 # Everything that makes two builds of the same sources differ.
 SIGNATURE = _digest({
@@ -110,10 +139,23 @@ class BuildKernels(build_ext):
 
     def run(self):
         generated = cythonize(
-            self.extensions, build_dir=C_DIR, compiler_directives=DIRECTIVES, quiet=True,
-            force=bool(self.force), nthreads=self.parallel if self.parallel > 1 else 0,
+            [ext for ext in self.extensions if ext.name not in variants], build_dir=C_DIR,
+            compiler_directives=DIRECTIVES, quiet=True, force=bool(self.force),
+            nthreads=self.parallel if self.parallel > 1 else 0,
         )
         c_sources = {ext.name: ext.sources for ext in generated}
+        for name, (base, isa) in variants.items():
+            # A variant is its base module's C (the module keeps its name, memrl._core._gru, and
+            # memrl.isa loads it under that name), compiled from a copy of its own so that the
+            # two object files do not collide.
+            copies = []
+            for source in c_sources[base]:
+                copy = os.path.join(C_DIR, isa, os.path.relpath(source, C_DIR))
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                if not os.path.exists(copy) or os.path.getmtime(copy) < os.path.getmtime(source):
+                    shutil.copy2(source, copy)
+                copies.append(copy)
+            c_sources[name] = copies
         for ext in self.extensions:  # keep the objects build_ext prepared, with the C sources
             ext.sources = c_sources[ext.name]
         stamp_path = os.path.join(self.build_temp, SIGNATURE_FILE)
@@ -128,6 +170,9 @@ class BuildKernels(build_ext):
         os.makedirs(self.build_temp, exist_ok=True)
         with open(stamp_path, "w") as f:
             json.dump(stamps, f)
+        if self.inplace:  # the variants' directory (memrl/_core/_x86_64_v3) belongs to no package
+            for name in variants:
+                os.makedirs(os.path.dirname(name.replace(".", os.sep)), exist_ok=True)
         super().run()
         stamps[build_lib] = SIGNATURE
         with open(stamp_path, "w") as f:

@@ -74,7 +74,9 @@ def _not_built_message() -> str:
 if _has_kernels(_PACKAGE_DIR):
     try:
         from memrl import blas as _blas
+        from memrl import isa as _isa
 
+        _isa.install_finder()
         _blas.install_seam_finder()
         _blas.pin_threads()
     except ImportError:  # SciPy missing: only the NumPy-only parts (memrl.policy) are usable

@@ -29,14 +29,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_network(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, activation: str,
-                  gates: str, recurrent: bool, *, seed: int | None, dtype=np.float32) -> Sequential:
-    """RLtools' layer stacks. Recurrent: 3 = Dense-GRU-Dense, 4 = Dense-GRU-GRU-Dense,
-    n > 4 adds n - 4 hidden Dense layers after the GRUs. Feed-forward: n Dense layers.
-    PyTorch's initialisation from ``seed`` (None: zeros, for targets that copy another net)."""
+                  gates: str, recurrent: bool, *, seed: int | None, dtype=np.float32,
+                  gru_layers: int | None = None) -> Sequential:
+    """Recurrent: a Dense input layer, ``gru_layers`` GRUs, hidden Dense layers up to ``num_layers``,
+    the output layer; ``gru_layers`` None gives RLtools' stacks: 3 = Dense-GRU-Dense,
+    4 = Dense-GRU-GRU-Dense, n > 4 adds n - 4 hidden Dense layers after the GRUs. Feed-forward:
+    n Dense layers. PyTorch's initialisation from ``seed`` (None: zeros, for targets that copy
+    another net)."""
     H = hidden_dim
     layers = [Dense(in_dim, H, activation)]
     if recurrent:
-        n_gru = 1 if num_layers == 3 else 2
+        n_gru = gru_layers if gru_layers is not None else (1 if num_layers == 3 else 2)
         layers += [GRU(H, H, gates) for _ in range(n_gru)]
         layers += [Dense(H, H, activation) for _ in range(num_layers - 2 - n_gru)]
     else:
@@ -70,7 +73,7 @@ class Agent:
         self.observation_dim, self.action_dim = O, A = observation_dim, action_dim
         self.dtype = np.dtype(dtype)
         seeds = np.random.SeedSequence(seed).generate_state(3)
-        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype)
+        net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype, gru_layers=cfg.gru_layers)
         critic_in, critic_out = self.critic_dims()
         self.actor = build_network(O, self.actor_outputs(), cfg.actor_hidden_dim, cfg.actor_num_layers,
                                    cfg.actor_activation, seed=int(seeds[0]), **net)

@@ -159,6 +159,11 @@ class Config:
     critic_activation: str = "tanh"
     gru_gates: str = "fast"
     """"fast": RLtools' Pade sigmoid/tanh in the GRUs (as the chapter); "exact": libm's."""
+    gru_layers: int | None = None
+    """GRU layers in each recurrent network, right after its input Dense layer; the layers after
+    them up to ``*_num_layers`` are hidden Dense layers and the output layer. None: RLtools'
+    stacks (1 GRU in 3 layers, else 2). 1 with 4 layers is Dense-GRU-Dense-Dense: a GRU with an
+    MLP head, as pomdp-baselines' recurrent actors and critics (Ni et al. 2022)."""
 
     # -- optimisers ----------------------------------------------------------------------------
     # RLtools' Adam: TensorFlow's defaults with the bias-corrected second moment floored at 1e-7
@@ -245,6 +250,15 @@ class Config:
             _int(name, getattr(self, name), 0)
         for name in ("actor_num_layers", "critic_num_layers"):
             _int(name, getattr(self, name), 2 if not self.recurrent else 3)
+        if self.gru_layers is not None:
+            if not self.recurrent:
+                raise ValueError(f"gru_layers: expected None for feed-forward networks (sequence_length 1), "
+                                 f"got {self.gru_layers!r}")
+            _int("gru_layers", self.gru_layers, 1)
+            fewest = min(self.actor_num_layers, self.critic_num_layers)
+            if self.gru_layers > fewest - 2:
+                raise ValueError(f"gru_layers: expected at most {fewest - 2} (the networks' {fewest} layers "
+                                 f"less the input and output layers), got {self.gru_layers}")
         if self.replay_capacity is not None:
             _int("replay_capacity", self.replay_capacity, 1)
         if self.sequence_length > self.capacity:

@@ -31,7 +31,7 @@ class TD3(Agent):
         cfg = config
         self.target_actor = build_network(observation_dim, action_dim, cfg.actor_hidden_dim, cfg.actor_num_layers,
                                           cfg.actor_activation, cfg.gru_gates, cfg.recurrent, seed=None,
-                                          dtype=self.dtype)
+                                          dtype=self.dtype, gru_layers=cfg.gru_layers)
         self.target_actor.copy_from(self.actor)
 
     def networks(self):

@@ -7,6 +7,11 @@ kernels', indexes a buffer one past its end and at -1, where the buffer is a sli
 array, so the probe reads valid memory with the checks off and tells whether they are on. (It
 uses Cython's buffer syntax, which the same directives govern, rather than typed memoryviews,
 whose support code would make this module ten times longer to compile.)
+
+``CPU_X86_64_V3``: whether this CPU (and its OS) runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C,
+LZCNT, MOVBE), the instruction set of the kernels' variants in ``_x86_64_v3/`` (``memrl.isa``).
+Asked through GCC's/Clang's ``__builtin_cpu_supports``, which reads CPUID and checks that the OS
+saves the AVX registers; False off x86-64.
 """
 from array import array
 
@@ -17,6 +22,25 @@ cdef extern from *:
     #endif
     """
     const int MEMRL_DEBUG_BUILD
+
+cdef extern from *:
+    """
+    static int memrl_cpu_x86_64_v3(void) {
+    #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_init();
+    #  if defined(__clang__) || __GNUC__ < 12
+        return __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2")
+            && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi")
+            && __builtin_cpu_supports("bmi2");
+    #  else
+        return __builtin_cpu_supports("x86-64-v3");
+    #  endif
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int memrl_cpu_x86_64_v3() nogil
 
 
 cdef tuple _probe_index_checks():
@@ -36,3 +60,4 @@ cdef tuple _probe_index_checks():
 
 DEBUG_BUILD = MEMRL_DEBUG_BUILD != 0
 BOUNDS_CHECKED, WRAPAROUND_CHECKED = _probe_index_checks()
+CPU_X86_64_V3 = memrl_cpu_x86_64_v3() != 0

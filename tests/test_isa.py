@@ -1,0 +1,166 @@
+"""Every instruction-set path of the kernels (memrl.isa) computes the baseline's bits.
+
+Each path runs in its own process (the path is chosen once per process, from MEMRL_ISA), which
+prints a digest of what the kernels with variants computed: the GRU's forward and backward through
+time (both gate modes, hidden sizes whose rows leave vector remainders, resets), the dense layer
+over every activation, the activation loops on values around every clamp, Adam with every option,
+Polyak averaging, and short training runs of the chapter and of a POMDP preset (every-step
+losses, exact gates, 64 units). The test compares each path's digests with the baseline's.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memrl import isa
+from memrl._core import ACTIVATIONS
+
+_PROBE = r"""
+import hashlib, json, sys
+import numpy as np
+import memrl
+from memrl import isa
+from memrl._core import ACTIVATIONS
+from memrl._core import _adam, _dense, _gru, ACTIVATIONS
+
+out = {"isa": isa.selected(), "files": {m.__name__: m.__file__ for m in (_adam, _dense, _gru)}}
+
+def digest(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+rng = np.random.default_rng(7)
+for dtype in (np.float32, np.float64):
+    for T, B, I, H in ((7, 3, 5, 16), (5, 4, 9, 64), (4, 2, 3, 37)):
+        for mode in (0, 1):
+            x = rng.normal(0, 1.5, (T, B, I)).astype(dtype)
+            h0 = rng.normal(0, 0.5, (B, H)).astype(dtype)
+            reset = (rng.random((T, B)) < 0.3).astype(np.uint8)
+            W_ih, W_hh = (rng.normal(0, 0.6, (3 * H, n)).astype(dtype) for n in (I, H))
+            b_ih, b_hh = (rng.normal(0, 0.5, 3 * H).astype(dtype) for _ in range(2))
+            h, hn, h_prev = (np.zeros((T, B, H), dtype) for _ in range(3))
+            preact, gates = (np.zeros((T, B, 3 * H), dtype) for _ in range(2))
+            _gru.forward(x, h0, reset, W_ih, W_hh, b_ih, b_hh, h, preact, gates, hn, h_prev,
+                         np.zeros((H, 3 * H), dtype), np.zeros((B, 3 * H), dtype), mode)
+            dy = rng.normal(0, 1, (T, B, H)).astype(dtype)
+            dW_ih, dW_hh = np.zeros_like(W_ih), np.zeros_like(W_hh)
+            db_ih, db_hh = np.zeros_like(b_ih), np.zeros_like(b_hh)
+            dx, dh0 = np.zeros_like(x), np.zeros_like(h0)
+            _gru.backward(x, reset, W_ih, W_hh, preact, gates, hn, h_prev, dy, dW_ih, dW_hh, db_ih, db_hh,
+                          dx, dh0, np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, 3 * H), dtype),
+                          np.zeros((B, H), dtype), np.zeros((B, H), dtype), mode)
+            hs = h0.copy()
+            for t in range(T):
+                _gru.step(np.ascontiguousarray(x[t]), hs, np.ascontiguousarray(reset[t]), W_ih, W_hh, b_ih, b_hh,
+                          np.zeros((B, 3 * H), dtype), np.zeros((B, 3 * H), dtype), mode)
+            out[f"gru {dtype.__name__} {T}x{B}x{I}x{H} mode {mode}"] = digest(
+                h, preact, gates, dW_ih, dW_hh, db_ih, db_hh, dx, dh0, hs)
+    grid = np.concatenate([np.linspace(-12, 12, 2001), [-9, -3, -1.5, 0, 1.5, 3, 9, -0.0]]).astype(dtype)
+    for act, name in enumerate(ACTIVATIONS):
+        x = rng.normal(0, 2, (13, 21)).astype(dtype)
+        W = rng.normal(0, 0.5, (37, 21)).astype(dtype)
+        b = rng.normal(0, 0.5, 37).astype(dtype)
+        pre, y = np.zeros((13, 37), dtype), np.zeros((13, 37), dtype)
+        _dense.forward(x, W, b, pre, y, act)
+        dW, db, dx, dpre = np.zeros_like(W), np.zeros_like(b), np.zeros_like(x), np.zeros_like(pre)
+        _dense.backward(x, W, pre, y, rng.normal(0, 1, (13, 37)).astype(dtype), dW, db, dx, dpre, act)
+        a, g = np.zeros_like(grid), np.zeros_like(grid)
+        _dense.activation(act, grid, a)
+        _dense.activation_grad(act, grid, g)
+        out[f"dense {dtype.__name__} {name}"] = digest(pre, y, dW, db, dx, dpre, a, g)
+    for options in ({}, {"v_hat_floor": 1e-6, "clip": 0.05}, {"weight_decay": 0.01, "bias_lr_factor": 2.0}):
+        n = 1003
+        p, g = rng.normal(0, 1, n).astype(dtype), rng.normal(0, 1, n).astype(dtype)
+        m, v = np.zeros(n, dtype), np.zeros(n, dtype)
+        is_bias = (np.arange(n) % 5 == 0).astype(np.uint8)
+        for t in range(1, 4):
+            _adam.adam_step(p, g * t, m, v, t, 1e-3, is_bias=is_bias, **options)
+        target = rng.normal(0, 1, n).astype(dtype)
+        _adam.polyak(target, p, 0.005)
+        out[f"adam {dtype.__name__} {sorted(options)}"] = digest(p, m, v, target)
+
+from memrl.config import preset
+from memrl.loop import Trainer
+for name, changes in (("memory-chapter", dict(total_steps=240, n_warmup_steps=60, n_warmup_steps_critic=60,
+                                              n_warmup_steps_actor=120)),
+                      ("pendulum-v-sac", dict(total_steps=90, n_warmup_steps=60, n_warmup_steps_critic=60,
+                                              n_warmup_steps_actor=60, sequence_length=16, batch_size=4))):
+    trainer = Trainer(preset(name).replace(**changes, checkpoint_interval=None), seed=3)
+    while trainer.step():
+        pass
+    out[f"train {name}"] = digest(*(net.params for net in trainer.agent.networks().values()))
+print(json.dumps(out))
+"""
+
+
+def _probe(path: str) -> dict:
+    env = dict(os.environ, MEMRL_ISA=path)
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _runnable():
+    return [p for p in isa.ISAS[1:] if isa.variant_file(p, "_gru") is not None and isa.cpu_supports(p)]
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return _probe("baseline")
+
+
+def test_baseline_loads_the_baseline_build(baseline):
+    assert baseline["isa"] == "baseline"
+    for file in baseline["files"].values():
+        assert os.path.dirname(file) == os.path.dirname(isa.variant_dir("baseline"))
+
+
+@pytest.mark.parametrize("path", isa.ISAS[1:])
+def test_every_path_computes_the_baseline_bits(path, baseline):
+    if path not in _runnable():
+        pytest.skip(f"this build or this CPU has no {path} path")
+    got = _probe(path)
+    assert got["isa"] == path
+    for module, file in got["files"].items():  # the variants were loaded, not the baseline
+        assert os.path.dirname(file) == isa.variant_dir(path), module
+    keys = [k for k in baseline if k not in ("isa", "files")]
+    assert len(keys) == 2 * (3 * 2 + len(ACTIVATIONS) + 3) + 2  # per dtype: GRU shapes x modes, activations, Adam
+    differing = [k for k in keys if got[k] != baseline[k]]
+    assert not differing, f"{path} differs from the baseline in: {differing}"
+
+
+def test_auto_picks_the_widest_path_this_machine_runs():
+    expected = (_runnable() or ["baseline"])[-1]
+    code = "import memrl, memrl.isa; from memrl._core import _gru; print(memrl.isa.selected(), _gru.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "MEMRL_ISA"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    chosen, file = done.stdout.split()
+    assert chosen == expected
+    assert os.path.dirname(file) == (isa.variant_dir(expected) if expected != "baseline"
+                                     else os.path.dirname(isa.variant_dir("baseline")))
+
+
+def test_an_unknown_path_is_refused_with_the_known_ones():
+    env = dict(os.environ, MEMRL_ISA="avx9000")
+    done = subprocess.run([sys.executable, "-c", "import memrl; from memrl._core import _gru"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "MEMRL_ISA: expected 'auto' or one of ('baseline', 'x86-64-v3'), got 'avx9000'" in done.stderr
+
+
+def test_a_missing_path_is_refused_naming_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(isa, "variant_dir", lambda path: str(tmp_path / path))  # a build without variants
+    with pytest.raises(ImportError, match="MEMRL_ISA=x86-64-v3: this build of memrl has no x86-64-v3 kernels"):
+        isa._choose("x86-64-v3")
+    assert isa._choose("auto") == "baseline"
+    monkeypatch.undo()
+    if isa.variant_file("x86-64-v3", "_gru") is not None:
+        monkeypatch.setattr(isa, "cpu_supports", lambda path: path == "baseline")  # an older CPU
+        with pytest.raises(ImportError, match="this CPU does not run x86-64-v3 code"):
+            isa._choose("x86-64-v3")
+        assert isa._choose("auto") == "baseline"
