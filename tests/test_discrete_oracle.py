@@ -257,6 +257,9 @@ def cases(draw):
         enable_nominal_sequence_length_probability=draw(st.booleans()),
         nominal_sequence_length_probability=draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0)))
     layers = (3, 5) if recurrent else (2, 3)
+    n_actor, n_critic = draw(st.integers(*layers)), draw(st.integers(*layers))
+    # None: RLtools' stacks; else that many GRUs with Dense layers after them (e.g. an MLP head)
+    gru_layers = draw(st.none() | st.integers(1, min(n_actor, n_critic) - 2)) if recurrent else None
     entropy_bonus = draw(st.booleans())
     config = Config(
         algorithm="sac", environment="gymnasium:CartPole-v1", environment_kwargs={}, sequence_length=L,
@@ -268,7 +271,7 @@ def cases(draw):
         target_entropy_ratio=draw(st.sampled_from([0.0, 0.7, 0.98])),
         actor_entropy_positions=draw(st.sampled_from(["all", "final"])),
         actor_hidden_dim=draw(st.integers(2, 4)), critic_hidden_dim=draw(st.integers(2, 4)),
-        actor_num_layers=draw(st.integers(*layers)), critic_num_layers=draw(st.integers(*layers)),
+        actor_num_layers=n_actor, critic_num_layers=n_critic, gru_layers=gru_layers,
         actor_activation=draw(st.sampled_from(["tanh", "fast_tanh", "sigmoid", "relu"])),
         critic_activation=draw(st.sampled_from(["tanh", "fast_tanh", "sigmoid", "relu"])),
         gru_gates=draw(st.sampled_from(["exact", "fast"])), threads=draw(st.sampled_from([1, 2])),

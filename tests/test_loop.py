@@ -85,6 +85,9 @@ def test_memory_reset_interval_wipes_rollout_state():
     ({"actor_activation": "swish"}, "actor_activation: expected one of"),
     ({"tau": float("nan")}, "tau: expected a finite number"),
     ({"threads": 3}, "threads: expected 1 or 2"),
+    ({"gru_layers": 0}, "gru_layers: expected an integer >= 1, got 0"),
+    ({"gru_layers": 3}, "gru_layers: expected at most 2 (the networks' 4 layers less the input and output layers)"),
+    ({"sequence_length": 1, "gru_layers": 1}, "gru_layers: expected None for feed-forward networks"),
     ({"environment": "cartpole"}, "environment: expected one of"),
     # replayed histories only: the losses of earlier steps would use re-sampled actions that never happened
     ({"mask_non_terminal": False}, "mask_non_terminal: expected True"),
@@ -234,3 +237,19 @@ def test_cli_trains_on_a_gymnasium_environment(tmp_path, capsys):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 300] and records[0]["mean_length"] == 200
     assert (tmp_path / "policy.npz").exists()
+
+
+@pytest.mark.parametrize("num_layers, gru_layers, kinds", [
+    (3, None, ["Dense", "GRU", "Dense"]),
+    (4, None, ["Dense", "GRU", "GRU", "Dense"]),  # the chapter's stacks (RLtools)
+    (5, None, ["Dense", "GRU", "GRU", "Dense", "Dense"]),
+    (4, 1, ["Dense", "GRU", "Dense", "Dense"]),  # a GRU with an MLP head (pomdp-baselines)
+    (5, 1, ["Dense", "GRU", "Dense", "Dense", "Dense"]),
+    (5, 3, ["Dense", "GRU", "GRU", "GRU", "Dense"]),
+])
+def test_gru_layers_sets_the_recurrent_networks_stacks(num_layers, gru_layers, kinds):
+    cfg = preset("memory-chapter").replace(actor_num_layers=num_layers, critic_num_layers=num_layers,
+                                           gru_layers=gru_layers)
+    agent = Trainer(cfg, seed=0).agent
+    for net in agent.networks().values():
+        assert [type(layer).__name__ for layer in net.layers] == kinds

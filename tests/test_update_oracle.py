@@ -746,6 +746,9 @@ def cases(draw):
         nominal_sequence_length_probability=draw(st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0)))
     log_std = draw(st.sampled_from([(-20.0, 2.0), (-20.0, 2.0), (-1.0, 0.3), (-0.4, -0.1), (0.5, -0.5)]))
     layers = (3, 5) if recurrent else (2, 3)
+    n_actor, n_critic = draw(st.integers(*layers)), draw(st.integers(*layers))
+    # None: RLtools' stacks; else that many GRUs with Dense layers after them (e.g. an MLP head)
+    gru_layers = draw(st.none() | st.integers(1, min(n_actor, n_critic) - 2)) if recurrent else None
     config = Config(
         algorithm=draw(st.sampled_from(["sac", "td3"])), sequence_length=L, batch_size=draw(st.integers(1, 3)),
         sampling=sampling, shared_batch=draw(st.booleans()), mask_non_terminal=draw(_weighted(4)),
@@ -759,7 +762,7 @@ def cases(draw):
         target_noise_clip=draw(st.sampled_from([0.0, 0.1, 0.5, 2.0])),
         log_std_min=log_std[0], log_std_max=log_std[1],
         actor_hidden_dim=draw(st.integers(2, 4)), critic_hidden_dim=draw(st.integers(2, 4)),
-        actor_num_layers=draw(st.integers(*layers)), critic_num_layers=draw(st.integers(*layers)),
+        actor_num_layers=n_actor, critic_num_layers=n_critic, gru_layers=gru_layers,
         actor_activation=draw(st.sampled_from(["tanh", "fast_tanh", "sigmoid"])),
         critic_activation=draw(st.sampled_from(["tanh", "fast_tanh", "sigmoid"])),
         gru_gates=draw(st.sampled_from(["exact", "fast"])), threads=draw(st.sampled_from([1, 2])),
