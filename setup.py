@@ -13,6 +13,9 @@ sources, every extension is rebuilt whenever the build configuration (directives
 flags, macros, Cython and Python versions) differs from the one that built the existing .so files.
 
 The fused updates run paired work on a POSIX thread of their own (-pthread; no OpenMP).
+
+On x86-64 the elementwise kernels are built a second time for x86-64-v3 (ISA_VARIANTS below), which
+memrl.isa loads at run time on CPUs that run it.
 """
 import glob
 import hashlib
@@ -82,7 +85,7 @@ C_DIR = os.path.join("build", "cython", f"{MODE}-{_digest([DIRECTIVES, Cython.__
 # gain from wider vectors are compiled a second time for x86-64-v3 (AVX2, FMA, BMI; Haswell and
 # later) into memrl/_core/_x86_64_v3/, from the same generated C. memrl.isa picks the variant at
 # run time when the CPU has it, as NumPy and OpenBLAS dispatch, so the wheel stays portable.
-# Measured (bench/bench_isa.py): about 9% off the chapter's and the POMDP presets' step time; a
+# Measured (bench/bench_isa.py): 0.92x the chapter's and 0.93x a POMDP preset's step time; a
 # build for x86-64-v4 (AVX-512) was no faster at 64 units and slower at the chapter's 16. With
 # -ffp-contract=off every variant computes the same bits (tests/test_isa.py).
 ISA_VARIANTS = {"x86-64-v3": ["-march=x86-64-v3", "-mtune=generic"]}

@@ -10,7 +10,7 @@ it. This is run-time dispatch by CPU, as NumPy and OpenBLAS do it: the wheel sta
 
 Both builds run the same IEEE operations in the same order (``-ffp-contract=off``: no fused
 multiply-adds), so they compute the same bits (``tests/test_isa.py`` checks every path against
-the baseline). The x86-64-v3 build takes about 9% off a training step of the chapter and of the
+the baseline). The x86-64-v3 build takes about 8% off a training step of the chapter and of the
 POMDP presets (``bench/bench_isa.py``). An x86-64-v4 (AVX-512) build was measured too and is not
 built: no faster at 64 units, and slower at the chapter's 16.
 
