@@ -432,7 +432,7 @@ PRESETS: dict[str, Config] = {
     # Pendulum-v1 dynamics, 200 steps); recurrent SAC and TD3 (configs/pomdp/pendulum/v/{sac,td3}_rnn.yml).
     # Their networks are Dense-GRU-GRU-Dense-Dense (a hidden Dense layer between the GRUs and the output,
     # as pomdp-baselines' MLP heads): on Pendulum-V, seed 1, the 3-layer Dense-GRU-Dense stack reached
-    # -841 at 8000 steps and -506 at 20000, this one -290 at 8000 and -123 at 12000 (docs/pomdp.md).
+    # -1106 at 8000 steps and -506 at 20000, this one -290 at 8000 and -123 at 12000 (docs/pomdp.md).
     "pendulum-p-sac": _pomdp("pendulum", {"observation": "position_only"}, **_PENDULUM),
     "pendulum-p-td3": _pomdp_td3("pendulum", {"observation": "position_only"}, **_PENDULUM),
     "pendulum-v-sac": _pomdp("pendulum", {"observation": "velocity_only"}, **_PENDULUM),
