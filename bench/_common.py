@@ -93,6 +93,14 @@ def child_memrl(cwd: str) -> str:
     return os.path.dirname(out.stdout.strip())
 
 
+def child_isa(cwd: str) -> str:
+    """The kernels' instruction-set path (``memrl.isa``) a ``python -m memrl`` run in ``cwd`` gets."""
+    code = "import memrl.isa; print(memrl.isa.selected())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=CHILD_ENV, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
 def run_children(commands, cwd: str) -> list:
     """Start every command at once in ``cwd`` (stdout and stderr captured) and wait for all of them.
 

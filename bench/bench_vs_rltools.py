@@ -168,7 +168,8 @@ def main(argv=None):
     os.makedirs(root, exist_ok=True)
     print(f"machine: {_common.machine()}; memrl from {_common.child_memrl(root)}")
     print("RLtools: -O3 -ffast-math -march=native, OpenBLAS, OPENBLAS_NUM_THREADS=1; "
-          "memrl: setup.py's flags (no -march=native), default threads")
+          "memrl: setup.py's flags (no -march=native), default threads, kernels' instruction set "
+          f"{_common.child_isa(root)}")
     seeds = [1] if opts.smoke else opts.seeds
     whole, solve = [], []
     for seed in seeds:
