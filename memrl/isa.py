@@ -49,10 +49,12 @@ def variant_file(isa: str, module: str) -> str | None:
 
 
 def _built(isa: str) -> bool:
+    """Whether this installation holds any kernel built for ``isa``."""
     try:
-        return any(variant_file(isa, name.split(".")[0]) for name in os.listdir(variant_dir(isa)))
+        names = os.listdir(variant_dir(isa))
     except OSError:
         return False
+    return any(name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) for name in names)
 
 
 def cpu_supports(isa: str) -> bool:
@@ -119,4 +121,3 @@ def install_finder() -> None:
     loads nothing itself)."""
     if not any(isinstance(f, _VariantFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _VariantFinder())
-
