@@ -99,11 +99,16 @@ def isa_package(isa: str) -> str:
     return "_" + isa.replace("-", "_")
 
 
+# C headers the kernels include (the generated C compiles in C_DIR, so memrl/_core is on the
+# include path); a change to one rebuilds every module.
+HEADERS = sorted(glob.glob("memrl/_core/*.h"))
+
 extensions = []
 for path in sorted(glob.glob("memrl/_core/_*.pyx")):
     threaded = path in THREADED_MODULES
     extensions.append(Extension(
         path[:-4].replace("/", "."), [path],
+        include_dirs=["memrl/_core"], depends=HEADERS,
         define_macros=list(MACROS),
         extra_compile_args=COMPILE_ARGS + (["-pthread"] if threaded else []),
         extra_link_args=["-pthread"] if threaded else [],
@@ -116,6 +121,7 @@ for isa, flags in ISA_VARIANTS.items():
         name = f"memrl._core.{isa_package(isa)}.{module}"
         variants[name] = (f"memrl._core.{module}", isa)
         extensions.append(Extension(name, [f"memrl/_core/{module}.pyx"], define_macros=list(MACROS),
+                                    include_dirs=["memrl/_core"], depends=HEADERS,
                                     extra_compile_args=COMPILE_ARGS + flags))
 
 # Everything that makes two builds of the same sources differ.

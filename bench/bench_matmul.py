@@ -9,7 +9,10 @@ over ``--repeats`` of a C loop of the same product (``memrl._core._blas.repeat``
 the kernels call it (``A @ B`` or ``A @ B^T`` with B stored (N, K)), OpenBLAS's multiply-adds
 per second, and the route ``gemm`` takes for it (``SMALL_GEMM_MAX_WORK``). ``--sweep`` adds the
 crossover table over many sizes (with NumPy's matmul, one Python call per product, for
-reference), which is how ``SMALL_GEMM_MAX_WORK`` in memrl/_core/_blas.pyx was chosen.
+reference), which is how ``SMALL_GEMM_MAX_WORK`` in memrl/_core/_blas.pyx was chosen. A second table times the
+GRU's per-time-step products as the time loops compute them (``memrl._core._gru.step_product``):
+on the x86-64-v3 path the register-blocked kernels of memrl/_core/_small_gemm.h take the small
+ones, against OpenBLAS in the same run.
 """
 import argparse
 import sys
@@ -18,7 +21,8 @@ import _common  # noqa: F401  (pins threads before numpy loads)
 import numpy as np
 
 import memrl  # noqa: F401  (pins SciPy's OpenBLAS to one thread)
-from memrl._core import _blas
+from memrl import isa
+from memrl._core import _blas, _gru
 
 # (M, K, N, B stored transposed, what computes it)
 PRODUCTS = [
@@ -30,6 +34,9 @@ PRODUCTS = [
     (100, 64, 64, False, "Pendulum hidden layer, input gradient"),
     (1, 16, 2, True, "acting: the chapter's policy output"),
 ]
+# The GRU's per-time-step products, (M, K, N): B rows of the state times W_hh^T (forward) and the
+# gate gradients times W_hh (backward), for the chapter (H 16) and wider batches.
+STEP_PRODUCTS = [(4, 16, 48), (4, 48, 16), (1, 16, 48), (8, 16, 48), (8, 48, 16), (16, 16, 48), (4, 64, 192)]
 SMOKE_PRODUCTS = [(4, 16, 48, False, "chapter recurrent step"), (1, 16, 2, True, "acting: the chapter's policy output")]
 SWEEP = [(1, 16, 2), (1, 8, 8), (4, 4, 4), (2, 16, 4), (4, 8, 8), (8, 8, 8), (4, 16, 48), (4, 48, 16), (16, 16, 16), (4, 64, 192), (16, 16, 48), (24, 24, 24), (32, 32, 32),
          (204, 16, 48), (48, 204, 16), (48, 48, 48), (100, 64, 64), (64, 64, 192), (256, 256, 768)]
@@ -73,6 +80,18 @@ def main(argv=None):
                      f"{M * K * N / t_blas / 1e9:.1f} G", "plain loops" if M * N * K <= limit else "OpenBLAS"])
     print(_common.markdown_table(["product", "plain loops", "SciPy OpenBLAS", "OpenBLAS multiply-adds/s",
                                   "`gemm` uses"], rows))
+    rows = []
+    for M, K, N in STEP_PRODUCTS[:2] if args.smoke else STEP_PRODUCTS:
+        _, t_blas, A, B, out = time_routes(M, K, N, False, repeats, rng)
+        inner = max(1, int(2e6 / (M * N * K + 1000)))
+        kernel = _gru.step_product(A, B, out)
+        t_step = _common.median_time(lambda: _gru.step_product(A, B, out, repeats=inner), repeats=repeats) / inner
+        rows.append([label(M, K, N, False, ""), _common.fmt_time(t_blas), _common.fmt_time(t_step),
+                     f"{t_step / t_blas:.2f}", "_small_gemm.h" if kernel else "gemm"])
+    print(f"\nThe GRU's time-loop products on the {isa.selected()} path (memrl/_core/_small_gemm.h: "
+          "same bits as OpenBLAS)")
+    print(_common.markdown_table(["product", "SciPy OpenBLAS", "time loop", "time loop / OpenBLAS", "computed by"],
+                                 rows))
     if args.sweep or args.smoke:
         sweep = [(4, 16, 48), (8, 8, 8)] if args.smoke else SWEEP
         rows = []

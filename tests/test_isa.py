@@ -35,7 +35,9 @@ def digest(*arrays):
 
 rng = np.random.default_rng(7)
 for dtype in (np.float32, np.float64):
-    for T, B, I, H in ((7, 3, 5, 16), (5, 4, 9, 64), (4, 2, 3, 37)):
+    # H = 16 with B = 1, 3, 4, 8 runs every block of _small_gemm.h (the x86-64-v3 kernels of the
+    # time loop) and the shapes it leaves to BLAS; 64 and 37 run BLAS only.
+    for T, B, I, H in ((7, 3, 5, 16), (6, 4, 5, 16), (5, 8, 2, 16), (3, 1, 4, 16), (5, 4, 9, 64), (4, 2, 3, 37)):
         for mode in (0, 1):
             x = rng.normal(0, 1.5, (T, B, I)).astype(dtype)
             h0 = rng.normal(0, 0.5, (B, H)).astype(dtype)
@@ -128,7 +130,7 @@ def test_every_path_computes_the_baseline_bits(path, baseline):
     for module, file in got["files"].items():  # the variants were loaded, not the baseline
         assert os.path.dirname(file) == isa.variant_dir(path), module
     keys = [k for k in baseline if k not in ("isa", "files")]
-    assert len(keys) == 2 * (3 * 2 + len(ACTIVATIONS) + 3) + 2  # per dtype: GRU shapes x modes, activations, Adam
+    assert len(keys) == 2 * (6 * 2 + len(ACTIVATIONS) + 3) + 2  # per dtype: GRU shapes x modes, activations, Adam
     differing = [k for k in keys if got[k] != baseline[k]]
     assert not differing, f"{path} differs from the baseline in: {differing}"
 
@@ -164,3 +166,47 @@ def test_a_missing_path_is_refused_naming_what_is_missing(monkeypatch, tmp_path)
         with pytest.raises(ImportError, match="this CPU does not run x86-64-v3 code"):
             isa._choose("x86-64-v3")
         assert isa._choose("auto") == "baseline"
+
+
+_STEP_PRODUCTS = r"""
+import json, sys
+import numpy as np
+import memrl
+from memrl._core import _blas, _gru
+rng = np.random.default_rng(11)
+differ, kernel = [], []
+for M in range(1, 10):
+    for N in (8, 16, 24, 32, 48, 64, 80):
+        for K in (1, 2, 3, 7, 15, 16, 17, 31, 48, 63, 64, 65):
+            for accumulate in (False, True):
+                A, B, C0 = (rng.normal(0, 2, s).astype(np.float32) for s in ((M, K), (K, N), (M, N)))
+                want = _blas.gemm_py(A, B, C0.copy(), beta=1.0 if accumulate else 0.0)
+                got = C0.copy()
+                if _gru.step_product(A, B, got, accumulate=accumulate):
+                    kernel.append((M, N, K))
+                if got.tobytes() != want.tobytes():
+                    differ.append((M, N, K, accumulate))
+print(json.dumps({"differ": differ, "kernel": sorted(set(kernel))}))
+"""
+
+
+@pytest.mark.parametrize("path", isa.ISAS)
+def test_the_time_loop_products_compute_gemms_bits(path):
+    # The GRU's per-time-step products (_gru._step_product: the register-blocked kernels of
+    # _small_gemm.h where they apply) give gemm's bits for every shape around the kernels' range.
+    if path != "baseline" and path not in _runnable():
+        pytest.skip(f"this build or this CPU has no {path} path")
+    env = dict(os.environ, MEMRL_ISA=path)
+    done = subprocess.run([sys.executable, "-c", _STEP_PRODUCTS], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["differ"] == []
+    kernel = {tuple(s) for s in got["kernel"]}
+    if path == "baseline":
+        assert kernel == set()
+    else:  # the chapter's two products (B 4, H 16) take the kernels; shapes outside their range do not
+        assert {(4, 48, 16), (4, 16, 48), (8, 48, 16), (1, 48, 16)} <= kernel
+        assert all(M <= 8 and N % 16 == 0 and N <= 64 and K <= 64 and (M % 4 == 0 or K <= 16)
+                   for M, N, K in kernel)
+        assert (3, 16, 48) not in kernel and (4, 80, 16) not in kernel and (4, 48, 65) not in kernel

@@ -42,12 +42,17 @@ def get_small_gemm_max_work():
     return SMALL_GEMM_MAX_WORK
 
 
+cdef bint routes_to_blas(long work) noexcept nogil:
+    """Whether ``gemm`` sends a product of ``work`` = M*N*K multiply-adds to BLAS."""
+    return work > SMALL_GEMM_MAX_WORK
+
+
 cdef void gemm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                const floating* A, int lda, const floating* B, int ldb,
                floating beta, floating* C, int ldc) noexcept nogil:
     if M <= 0 or N <= 0:
         return
-    if <long>M * <long>N * <long>K <= SMALL_GEMM_MAX_WORK:
+    if not routes_to_blas(<long>M * <long>N * <long>K):
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
         gemm_blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)

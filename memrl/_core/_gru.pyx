@@ -19,7 +19,9 @@ Cache written by forward and read by backward (all preallocated by the caller):
 preact (T, B, 3H) gate pre-activations, gates (T, B, 3H) post-activations, hn (T, B, H)
 ``W_hn h + b_hn``, h_prev (T, B, H) the state each step started from. The input projection
 ``x W_ih^T`` and, in backward, ``dW_ih``, ``dW_hh`` and ``dx`` are single products over all
-T*B rows; only ``h W_hh^T`` (forward) and ``dG W_hh`` (backward) run inside the time loop.
+T*B rows; only ``h W_hh^T`` (forward) and ``dG W_hh`` (backward) run inside the time loop, where
+the x86-64-v3 build computes the small ones (the chapter's) with the register-blocked kernels of
+_small_gemm.h, in OpenBLAS's rounding (``step_product``; tests/test_isa.py).
 
 gate_mode 0: exact sigmoid/tanh. gate_mode 1: RLtools' fast (Pade) sigmoid/tanh, with the
 exact derivative of the approximation. Backward ACCUMULATES parameter gradients, OVERWRITES
@@ -27,12 +29,32 @@ dx and dh0. No allocation, no Python objects, GIL released.
 """
 from cython cimport floating
 from libc.string cimport memcpy, memset
-from memrl._core._blas cimport gemm
+from memrl._core._blas cimport gemm, routes_to_blas
 from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh, fast_tanh_grad
 
 from memrl._core import GATE_MODES as _MODES
 
 EXACT, FAST = (_MODES.index(n) for n in ("exact", "fast"))
+
+
+cdef extern from "_small_gemm.h" nogil:
+    int memrl_small_sgemm_handles(int M, int N, int K)
+    int memrl_small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                             int accumulate, float* C, int ldc)
+
+
+cdef inline void _step_product(int M, int N, int K, const floating* A, const floating* B,
+                               bint accumulate, floating* C) noexcept nogil:
+    """C (M, N) = A (M, K) @ B (K, N), or += when accumulating: the product inside the time loop.
+
+    On the x86-64-v3 path the register-blocked kernels of _small_gemm.h take the small shapes
+    (the chapter's), with the bits of the OpenBLAS products they replace; everything else, and
+    the baseline path, calls gemm.
+    """
+    if floating is float:
+        if routes_to_blas(<long>M * N * K) and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N):
+            return
+    gemm(False, False, M, N, K, <floating>1, A, K, B, N, <floating>(1 if accumulate else 0), C, N)
 
 
 cdef inline void _gates_rz(int n, floating* pre, floating* post, int mode) noexcept nogil:
@@ -86,7 +108,7 @@ cdef void gru_fwd(int T, int B, int I, int H, const floating* x, const floating*
             else:
                 src = h0 + b * H if t == 0 else h + ((t - 1) * B + b) * H
                 memcpy(hp + b * H, src, H * sizeof(floating))
-        gemm(False, False, B, H3, H, <floating>1, hp, H, W_hh_T, H3, <floating>0, gh, H3)
+        _step_product(B, H3, H, hp, W_hh_T, False, gh)
         for b in range(B):
             k = t * B + b
             pa = preact + k * H3
@@ -171,7 +193,7 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
                     Ghb[H + j] = dz
                     Ghb[2 * H + j] = dn * r
                     db[j] = grad * z
-        gemm(False, False, B, H, H3, <floating>1, Gh + t * B * H3, H3, W_hh, H, <floating>1, dhp, H)
+        _step_product(B, H, H3, Gh + t * B * H3, W_hh, True, dhp)
         for b in range(B):
             if reset != NULL and reset[t * B + b]:
                 # Step t started from the constant zero state: nothing flows further back.
@@ -348,3 +370,28 @@ def step(const floating[:, ::1] x, floating[:, ::1] h, const unsigned char[::1] 
     with nogil:
         gru_step_fwd(B, I, H, xp, &h[0, 0], rp, wp, &W_hh[0, 0], &b_ih[0], &b_hh[0],
                      &gx[0, 0], &gh[0, 0], mode)
+
+
+
+def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out, *,
+                 bint accumulate=False, long repeats=1):
+    """out = A @ B (out += A @ B with ``accumulate``), float32, computed as the time loops do.
+
+    A (M, K), B (K, N), out (M, N), all float32 and C-contiguous; the product runs ``repeats``
+    times inside C without the GIL (benchmarks: bench/bench_matmul.py). Returns True when the
+    register-blocked kernel of _small_gemm.h computed it (the x86-64-v3 path, for the shapes it
+    takes), False when gemm did. Raises ValueError on mismatched or empty shapes or ``repeats`` < 1.
+    """
+    cdef int M = out.shape[0], N = out.shape[1], K = A.shape[1]
+    cdef long r
+    if A.shape[0] != M or B.shape[0] != K or B.shape[1] != N:
+        raise ValueError(f"A, B, out: expected shapes (M, K), (K, N), (M, N), got ({A.shape[0]}, {A.shape[1]}), "
+                         f"({B.shape[0]}, {B.shape[1]}), ({out.shape[0]}, {out.shape[1]})")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError(f"A, B, out: expected non-empty products, got M={M}, N={N}, K={K}")
+    if repeats < 1:
+        raise ValueError(f"repeats: expected at least 1, got {repeats}")
+    with nogil:
+        for r in range(repeats):
+            _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
+    return bool(routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))
