@@ -36,14 +36,18 @@ cdef inline floating fast_tanh(floating x) noexcept nogil:
     return x * (<floating>27 + x2) / (<floating>27 + <floating>9 * x2)
 
 
+cdef extern from "_activations.h" nogil:
+    float memrl_fast_tanh_grad_f(float x)
+    double memrl_fast_tanh_grad_d(double x)
+
+
 cdef inline floating fast_tanh_grad(floating x) noexcept nogil:
-    """Exact derivative of ``fast_tanh`` at the pre-activation x (0 outside (-3, 3))."""
-    x = x if x < <floating>3 else <floating>3
-    x = x if x > <floating>-3 else <floating>-3
-    cdef floating x2 = x * x
-    cdef floating num = x2 - <floating>9
-    cdef floating den = <floating>3 + x2
-    return (num * num) / (<floating>9 * den * den)
+    """Exact derivative of ``fast_tanh`` at the pre-activation x (0 outside (-3, 3)); the formula
+    is in _activations.h, which the C kernels (_gru_gates.h) share."""
+    if floating is float:
+        return memrl_fast_tanh_grad_f(x)
+    else:
+        return memrl_fast_tanh_grad_d(x)
 
 
 cdef inline float tanh_rational(float x) noexcept nogil:

@@ -30,11 +30,22 @@ dx and dh0. No allocation, no Python objects, GIL released.
 from cython cimport floating
 from libc.string cimport memcpy, memset
 from memrl._core._blas cimport gemm, routes_to_blas
-from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh, fast_tanh_grad
+from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh
 
 from memrl._core import GATE_MODES as _MODES
 
 EXACT, FAST = (_MODES.index(n) for n in ("exact", "fast"))
+
+
+cdef extern from "_gru_gates.h" nogil:
+    void memrl_gru_gates_bwd_f(int H, int mode, const float* g, const float* pa, const float* hn,
+                               const float* hp, const float* dy, const float* carry, float* G,
+                               float* Gh, float* dhp)
+    void memrl_gru_gates_bwd_d(int H, int mode, const double* g, const double* pa, const double* hn,
+                               const double* hp, const double* dy, const double* carry, double* G,
+                               double* Gh, double* dhp)
+    void memrl_add_rows_f(int rows, int n, const float* X, float* sums)
+    void memrl_add_rows_d(int rows, int n, const double* X, double* sums)
 
 
 cdef extern from "_small_gemm.h" nogil:
@@ -145,7 +156,6 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
     cdef floating* Ghb
     cdef floating* cb
     cdef floating* db
-    cdef floating r, z, n, grad, dz, dn, dr
     memset(carry, 0, B * H * sizeof(floating))
     if dh0 != NULL:
         memset(dh0, 0, B * H * sizeof(floating))
@@ -161,38 +171,10 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
             Ghb = Gh + k * H3
             cb = carry + b * H
             db = dhp + b * H
-            if mode == 0:
-                for j in range(H):
-                    r = g[j]
-                    z = g[H + j]
-                    n = g[2 * H + j]
-                    grad = dyb[j] + cb[j]
-                    dn = grad * (<floating>1 - z) * (<floating>1 - n * n)
-                    dr = dn * hnb[j] * r * (<floating>1 - r)
-                    dz = grad * (hpb[j] - n) * z * (<floating>1 - z)
-                    Gb[j] = dr
-                    Gb[H + j] = dz
-                    Gb[2 * H + j] = dn
-                    Ghb[j] = dr
-                    Ghb[H + j] = dz
-                    Ghb[2 * H + j] = dn * r
-                    db[j] = grad * z
+            if floating is float:
+                memrl_gru_gates_bwd_f(H, mode, g, pa, hnb, hpb, dyb, cb, Gb, Ghb, db)
             else:
-                for j in range(H):
-                    r = g[j]
-                    z = g[H + j]
-                    n = g[2 * H + j]
-                    grad = dyb[j] + cb[j]
-                    dn = grad * (<floating>1 - z) * fast_tanh_grad(pa[2 * H + j])
-                    dr = dn * hnb[j] * <floating>0.25 * fast_tanh_grad(<floating>0.5 * pa[j])
-                    dz = grad * (hpb[j] - n) * <floating>0.25 * fast_tanh_grad(<floating>0.5 * pa[H + j])
-                    Gb[j] = dr
-                    Gb[H + j] = dz
-                    Gb[2 * H + j] = dn
-                    Ghb[j] = dr
-                    Ghb[H + j] = dz
-                    Ghb[2 * H + j] = dn * r
-                    db[j] = grad * z
+                memrl_gru_gates_bwd_d(H, mode, g, pa, hnb, hpb, dyb, cb, Gb, Ghb, db)
         _step_product(B, H, H3, Gh + t * B * H3, W_hh, True, dhp)
         for b in range(B):
             if reset != NULL and reset[t * B + b]:
@@ -205,10 +187,12 @@ cdef void gru_bwd(int T, int B, int I, int H, const floating* x, const unsigned 
                 memcpy(carry + b * H, dhp + b * H, H * sizeof(floating))
     # Parameter gradients and dx: one product each over all T*B rows (dW_hh == NULL: dx only).
     if dW_hh != NULL:
-        for k in range(TB):
-            for j in range(H3):
-                db_ih[j] += G[k * H3 + j]
-                db_hh[j] += Gh[k * H3 + j]
+        if floating is float:
+            memrl_add_rows_f(TB, H3, G, db_ih)
+            memrl_add_rows_f(TB, H3, Gh, db_hh)
+        else:
+            memrl_add_rows_d(TB, H3, G, db_ih)
+            memrl_add_rows_d(TB, H3, Gh, db_hh)
         if I > 0:
             gemm(True, False, H3, I, TB, <floating>1, G, H3, x, I, <floating>1, dW_ih, I)
         gemm(True, False, H3, H, TB, <floating>1, Gh, H3, h_prev, H, <floating>1, dW_hh, H)
@@ -295,6 +279,17 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const unsign
                 &W_hh_T[0, 0], &gh[0, 0], mode)
 
 
+def _check_workspaces(workspaces, inputs):
+    """Refuse a workspace that overlaps another workspace or an input (by name)."""
+    import numpy as np
+    arrays = {name: np.asarray(a) for name, a in {**workspaces, **inputs}.items()}
+    names = list(arrays)
+    for i, name in enumerate(names[:len(workspaces)]):
+        for other in names[i + 1:]:
+            if np.may_share_memory(arrays[name], arrays[other]):
+                raise ValueError(f"{name}: expected a workspace of its own, got memory shared with {other}")
+
+
 def backward(const floating[:, :, ::1] x, const unsigned char[:, ::1] reset,
              const floating[:, ::1] W_ih, const floating[:, ::1] W_hh,
              const floating[:, :, ::1] preact, const floating[:, :, ::1] gates,
@@ -305,9 +300,13 @@ def backward(const floating[:, :, ::1] x, const unsigned char[:, ::1] reset,
              floating[:, ::1] carry, floating[:, ::1] dhp, int mode):
     """Backpropagate dy (T, B, H) through time: accumulate parameter grads, write dx and dh0.
 
-    dx and dh0 may be None. G, Gh (T, B, 3H) and carry, dhp (B, H) are workspaces.
+    dx and dh0 may be None. G, Gh (T, B, 3H) and carry, dhp (B, H) are workspaces: each its own
+    memory, shared with no other argument (ValueError otherwise; the kernels' pointers are
+    restrict-qualified).
     """
     cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = W_hh.shape[1]
+    _check_workspaces({"G": G, "Gh": Gh, "carry": carry, "dhp": dhp},
+                      {"preact": preact, "gates": gates, "hn": hn, "h_prev": h_prev, "dy": dy})
     _check("W_ih", (W_ih.shape[0], W_ih.shape[1]), (3 * H, I))
     _check("W_hh", (W_hh.shape[0], W_hh.shape[1]), (3 * H, H))
     for name, arr, width in (("preact", preact, 3 * H), ("gates", gates, 3 * H), ("hn", hn, H),
