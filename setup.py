@@ -91,9 +91,11 @@ C_DIR = os.path.join("build", "cython", f"{MODE}-{_digest([DIRECTIVES, Cython.__
 # gain from wider vectors are compiled a second time for x86-64-v3 (AVX2, FMA, BMI; Haswell and
 # later) into memrl/_core/_x86_64_v3/, from the same generated C. memrl.isa picks the variant at
 # run time when the CPU has it, as NumPy and OpenBLAS dispatch, so the wheel stays portable.
-# Measured (bench/bench_isa.py): 0.92x the chapter's and 0.93x a POMDP preset's step time; a
-# build for x86-64-v4 (AVX-512) was no faster at 64 units and slower at the chapter's 16. With
-# -ffp-contract=off every variant computes the same bits (tests/test_isa.py).
+# The x86-64-v3 _gru also computes the GRU's small per-time-step products with the FMA kernels of
+# memrl/_core/_small_gemm.h, in the rounding of the OpenBLAS products the baseline calls. A build
+# for x86-64-v4 (AVX-512) was no faster at 64 units and slower at the chapter's 16. With
+# -ffp-contract=off every variant computes the same bits (tests/test_isa.py); bench/bench_isa.py
+# times them against each other.
 ISA_VARIANTS = {"x86-64-v3": ["-march=x86-64-v3", "-mtune=generic"]}
 ISA_MODULES = ("_adam", "_dense", "_gru")
 if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform == "win32":
