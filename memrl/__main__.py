@@ -1,7 +1,8 @@
 """Command line: ``python -m memrl train memory-chapter --seed 1 --steps 200000 --log-dir runs/s1``.
 
 Subcommands: ``train`` (a preset, or ``--resume`` a run directory), ``presets`` (list them, or
-show one), ``export`` (a policy file from a run's checkpoint), ``plot`` (learning curves),
+show one), ``export`` (a policy file from a run's checkpoint), ``evaluate`` (a checkpoint's
+deterministic policy on N seeded episodes), ``plot`` (learning curves),
 ``sweep`` (seeds x settings on Ray Tune) and ``report`` (IQM and confidence intervals per setting).
 Mistakes (an unknown preset, a bad value, an environment that does not exist or cannot be used, a
 run directory that already holds a run, a missing optional extra) print one ``memrl: error:``
@@ -203,6 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a run directory (its newest loadable checkpoint is used) or a checkpoint file")
     export.add_argument("-o", "--output", required=True, metavar="POLICY", help="file to write (e.g. policy.npz)")
 
+    evaluate = sub.add_parser(
+        "evaluate", help="run a checkpoint's deterministic policy on seeded episodes",
+        description="Evaluate the actor of a run directory's newest checkpoint (or of a checkpoint file) as the "
+                    "training loop does: deterministic actions, the run's own environment and settings, episodes "
+                    "seeded from --seed (not from the run's evaluation stream, which stays as it was).",
+        epilog="Example: python -m memrl evaluate runs/pendulum-v --episodes 100")
+    evaluate.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
+                          help="a run directory (its newest loadable checkpoint is used) or a checkpoint file")
+    evaluate.add_argument("--episodes", type=int, default=100, help="number of episodes (default 100)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the episodes' environment seeds (default 0); the same seed gives the same "
+                               "episodes and, for the same checkpoint, the same returns")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print one JSON object (step, seed, episodes, mean/std/standard error of the "
+                               "return, the returns) instead of the summary line")
+
     plot = sub.add_parser("plot", help="draw learning curves of run directories (pip install 'memrl[plot]')")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -320,6 +337,42 @@ def _export(args) -> int:
     except (ValueError, OSError, CheckpointError, RunDirectoryError) as exc:
         return _error(exc)
     print(f"wrote {args.output} (actor at step {meta['step_count']}, seed {meta['seed']})")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import math
+
+    import numpy as np
+
+    from memrl.checkpoint import CheckpointError
+    from memrl.loop import Trainer
+    from memrl.run import RunDirectoryError
+
+    if args.episodes < 1:
+        return _error(f"--episodes: expected a positive integer, got {args.episodes}")
+    if args.seed < 0:
+        return _error(f"--seed: expected a non-negative integer, got {args.seed}")
+    try:
+        trainer = Trainer.load(args.source)
+        result = trainer.evaluate(args.episodes, np.random.default_rng(args.seed))
+    except (ValueError, OSError, CheckpointError, RunDirectoryError) as exc:
+        return _error(exc)
+    returns = np.asarray(result["returns"])
+    summary = {"source": args.source, "step": trainer.step_count, "run_seed": trainer.seed, "seed": args.seed,
+               "episodes": args.episodes, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+               "standard_error": float(returns.std(ddof=1) / math.sqrt(returns.size)) if returns.size > 1 else None,
+               "median_return": float(np.median(returns)), "mean_length": result["mean_length"],
+               **{k: result[k] for k in ("probe_correct", "probe_total") if k in result},
+               "returns": result["returns"]}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    se = "" if summary["standard_error"] is None else f" +- {summary['standard_error']:.1f} (standard error)"
+    probe = f", probe {result['probe_correct']}/{result['probe_total']}" if "probe_total" in result else ""
+    print(f"{args.source}: step {trainer.step_count} (run seed {trainer.seed}): mean return "
+          f"{summary['mean_return']:.1f}{se}, median {summary['median_return']:.1f}, std {summary['std_return']:.1f}, "
+          f"mean length {summary['mean_length']:.1f} over {args.episodes} episodes (seed {args.seed}){probe}")
     return 0
 
 
@@ -481,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         return _presets(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return _train(args)
 
 

@@ -26,13 +26,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from memrl.agent import TrainingDiverged, make_agent
-from memrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from memrl.checkpoint import CheckpointError, save_checkpoint
 from memrl.config import Config, preset
 from memrl.envs import build_environment, environment_spec
 from memrl.evaluation import count_probe, evaluate
 from memrl.hooks import Checkpoint, Clock, Evaluate, ExportPolicy, Hook, LoopStep, Report, peak_rss_mb
 from memrl.replay import ReplayBuffer, SequenceSampler
-from memrl.run import RESUME_CHANGEABLE, RunDirectory, RunDirectoryError, resume_config
+from memrl.run import RESUME_CHANGEABLE, RunDirectory, RunDirectoryError, find_checkpoint, resume_config
 from memrl.state import restore_training_state, training_state
 
 __all__ = ["Trainer", "TrainResult", "train", "as_config", "RESUME_CHANGEABLE"]
@@ -241,12 +241,12 @@ class Trainer:
         save_checkpoint(path, *training_state(self))
 
     @classmethod
-    def load(cls, path: str, config: Config | None = None) -> "Trainer":
-        """A trainer continuing from a checkpoint (its own configuration unless ``config``).
-        Raises CheckpointError for a file that is not a loadable training checkpoint."""
-        arrays, meta = load_checkpoint(path)
-        if "config" not in meta or "seed" not in meta:
-            raise CheckpointError(f"{path}: not a training checkpoint (no config or seed)")
+    def load(cls, source: str, config: Config | None = None) -> "Trainer":
+        """A trainer continuing from a checkpoint: the file ``source``, or the newest loadable
+        checkpoint of the run directory ``source`` (its own configuration unless ``config``).
+        Raises CheckpointError for a file that is not a loadable training checkpoint, and
+        RunDirectoryError for a missing path or a run directory without one."""
+        path, arrays, meta = find_checkpoint(source)
         with _inconsistent_contents(path):
             trainer = cls(config if config is not None else Config.from_dict(meta["config"]), int(meta["seed"]))
             restore_training_state(trainer, arrays, meta)
@@ -254,13 +254,23 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict:
-        """Deterministic-policy evaluation (and the count probe on the memory task)."""
+    def evaluate(self, n_episodes: int | None = None, rng: np.random.Generator | None = None) -> dict:
+        """Deterministic-policy evaluation (``memrl.evaluation.evaluate``), and the count probe on
+        the memory task.
+
+        ``n_episodes`` defaults to ``config.n_evaluation_episodes``. Without ``rng`` the episodes'
+        seeds (and the probe's inputs) come from the run's own evaluation streams, which advance,
+        as the training loop's evaluations do; with ``rng`` they come from it alone, and the run's
+        streams are untouched. Raises ValueError for ``n_episodes`` < 1."""
         cfg = self.config
-        result = evaluate(self.agent, lambda seed: build_environment(cfg, seed),
-                          cfg.n_evaluation_episodes, self.rng_eval, memory_reset_interval=cfg.memory_reset_interval)
+        if n_episodes is None:
+            n_episodes = cfg.n_evaluation_episodes
+        if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+            raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
+        result = evaluate(self.agent, lambda seed: build_environment(cfg, seed), int(n_episodes),
+                          self.rng_eval if rng is None else rng, memory_reset_interval=cfg.memory_reset_interval)
         if cfg.environment == "memory" and cfg.n_probes > 0:
-            probe = count_probe(self.agent, self.envs[0], cfg.n_probes, self.rng_probe,
+            probe = count_probe(self.agent, self.envs[0], cfg.n_probes, self.rng_probe if rng is None else rng,
                                 cfg.probe_sequence_length or cfg.sequence_length)
             result.update(probe_correct=probe["correct"], probe_total=probe["total"], probe_lines=probe["lines"])
         return result

@@ -164,6 +164,7 @@ def find_checkpoint(source: str | os.PathLike) -> tuple[str, dict, dict]:
     if not os.path.exists(source):
         raise RunDirectoryError(f"{source!r}: no such file or run directory")
     arrays, meta = load_checkpoint(source)
-    if "config" not in meta or "architecture" not in meta:
-        raise CheckpointError(f"{source}: not a training checkpoint (no config or architecture)")
+    missing = [key for key in ("config", "seed", "architecture") if key not in meta]
+    if missing:
+        raise CheckpointError(f"{source}: not a training checkpoint (no {' or '.join(missing)})")
     return source, arrays, meta

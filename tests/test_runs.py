@@ -256,6 +256,34 @@ def test_export_from_a_run_directory_or_a_checkpoint(tmp_path):
         Policy.load(run)
 
 
+def test_evaluate_a_run_directory_or_a_checkpoint(tmp_path):
+    """`memrl evaluate` gets exactly what the trained agent gets on the same seeded episodes (so a
+    checkpoint restores the policy bit for bit), from a run directory (newest checkpoint) or a file,
+    and leaves the run's own evaluation stream where it was."""
+    run = tmp_path / "run"
+    trainer = train(small(300, checkpoint_interval=100), seed=1, log_dir=str(run), print_fn=None).trainer
+    before = trainer.rng_eval.bit_generator.state
+    expected = trainer.evaluate(5, np.random.default_rng(7))
+    assert trainer.rng_eval.bit_generator.state == before
+    out = cli("evaluate", str(run), "--episodes", "5", "--seed", "7", "--json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["returns"] == expected["returns"] and len(got["returns"]) == 5
+    assert (got["step"], got["run_seed"], got["seed"], got["episodes"]) == (300, 1, 7, 5)
+    assert got["mean_return"] == pytest.approx(np.mean(expected["returns"]))
+    assert got["standard_error"] == pytest.approx(np.std(expected["returns"], ddof=1) / np.sqrt(5))
+    assert (got["probe_correct"], got["probe_total"]) == (expected["probe_correct"], expected["probe_total"])
+    other = json.loads(cli("evaluate", str(run), "--episodes", "5", "--seed", "8", "--json").stdout)
+    assert other["returns"] != got["returns"]  # other seeds, other episodes
+    first = sorted((run / "checkpoints").iterdir())[0]
+    out = cli("evaluate", str(first), "--episodes", "2")
+    assert out.returncode == 0 and "step 100 (run seed 1)" in out.stdout and "over 2 episodes" in out.stdout
+    assert_one_error_line(cli("evaluate", str(run), "--episodes", "0"), "--episodes: expected a positive integer")
+    assert_one_error_line(cli("evaluate", str(tmp_path / "nothing")), "no such file")
+    with pytest.raises(ValueError, match="n_episodes: expected a positive integer"):
+        trainer.evaluate(0)
+
+
 def test_exported_policy_gets_the_training_evaluation_return_on_gymnasium(tmp_path):
     """A policy trained on Gymnasium's Pendulum-v1 (torque in [-2, 2]) and exported acts in torque
     units: run on gymnasium.make for whole episodes it gets the training code's evaluation return."""
