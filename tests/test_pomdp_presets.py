@@ -19,10 +19,14 @@ def test_every_preset_has_a_summary():
 @pytest.mark.parametrize("name", POMDP + POPGYM)
 def test_pomdp_presets_follow_their_sources(name):
     cfg = preset(name).validate()
-    # pomdp-baselines' rnn configs: gamma 0.9, tau 0.005, lr 3e-4, one update per step, history inputs
-    assert cfg.gamma == 0.9 and cfg.tau == 0.005 and cfg.recurrent
+    # pomdp-baselines' rnn configs: gamma 0.9, tau 0.005, lr 3e-4, one update per step, history inputs;
+    # the pendulum presets take the feed-forward presets' gamma 0.99 and lr 1e-3, and 100 evaluation episodes
+    pendulum = name.startswith("pendulum-")
+    assert cfg.gamma == (0.99 if pendulum else 0.9) and cfg.tau == 0.005 and cfg.recurrent
     assert cfg.previous_action_input and cfg.previous_reward_input
-    assert cfg.critic_optimizer.lr == cfg.actor_optimizer.lr == 3e-4
+    lr = 1e-3 if pendulum else 3e-4
+    assert cfg.critic_optimizer.lr == cfg.actor_optimizer.lr == cfg.alpha_optimizer.lr == lr
+    assert cfg.n_evaluation_episodes == (100 if pendulum else 10)
     assert cfg.critic_training_interval == 1
     assert cfg.mask_non_terminal and cfg.every_step_losses  # masked histories, losses at every step
     assert cfg.algorithm == ("td3" if name.endswith("td3") else "sac")
