@@ -360,7 +360,7 @@ def _evaluate(args) -> int:
         return _error(exc)
     returns = np.asarray(result["returns"])
     summary = {"source": args.source, "step": trainer.step_count, "run_seed": trainer.seed, "seed": args.seed,
-               "episodes": args.episodes, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+               "episodes": args.episodes, "mean_return": result["mean_return"], "std_return": result["std_return"],
                "standard_error": float(returns.std(ddof=1) / math.sqrt(returns.size)) if returns.size > 1 else None,
                "median_return": float(np.median(returns)), "mean_length": result["mean_length"],
                **{k: result[k] for k in ("probe_correct", "probe_total") if k in result},
