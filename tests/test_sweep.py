@@ -385,12 +385,12 @@ def test_a_killed_sweep_restarted_with_the_same_command_equals_an_uninterrupted_
         latest = CheckpointManager(str(log_dir / name / "checkpoints")).latest() \
             if (log_dir / name / "checkpoints").is_dir() else None
         resumed_from[name] = load_checkpoint(latest)[1]["step_count"] if latest else 0
+    # A trial the kill caught before it wrote anything (on a loaded machine the second one may not
+    # have started) counts as new; the others continue. Counted before the restart writes them.
+    new = [n for n in unfinished if not RunDirectory(str(log_dir / n)).holds_run()]
     out = cli("sweep", *SWEEP, "--log-dir", str(log_dir))
     assert out.returncode == 0, out.stdout + out.stderr
     done_before = len(NAMES) - len(unfinished)
-    # A trial the kill caught before it wrote anything (on a loaded machine the second one may not
-    # have started) counts as new; the others continue.
-    new = [n for n in unfinished if not RunDirectory(str(log_dir / n)).holds_run()]
     assert (f"{len(new)} new, {len(unfinished) - len(new)} to continue, {done_before} already done"
             in out.stdout)
     for name in NAMES:
