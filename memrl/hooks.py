@@ -118,16 +118,20 @@ class Evaluate(LoopStep):
 class Checkpoint(LoopStep):
     """The whole training state every ``interval`` steps and at the last step (after that step,
     before the final evaluation, like every checkpoint: so extending a finished run repeats that
-    evaluation exactly where a longer run would make it)."""
+    evaluation exactly where a longer run would make it). With ``clock``, the meta also holds the
+    run's wall and evaluation seconds so far (``"clock"``), from which a resumed run's clock goes on."""
 
-    def __init__(self, manager, interval: int):
-        self.manager, self.interval = manager, interval
+    def __init__(self, manager, interval: int, clock: Clock | None = None):
+        self.manager, self.interval, self.clock = manager, interval, clock
 
     def after_step(self, trainer) -> None:
         if trainer.step_count % self.interval == 0 or trainer.done:
             from memrl.state import training_state
 
-            self.manager.save(trainer.step_count, *training_state(trainer))
+            arrays, meta = training_state(trainer)
+            if self.clock is not None:
+                meta["clock"] = {"elapsed_s": self.clock.elapsed(), "evaluating_s": self.clock.evaluating}
+            self.manager.save(trainer.step_count, arrays, meta)
 
 
 class Report(LoopStep):

@@ -313,8 +313,9 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
     """
     run = RunDirectory(log_dir) if log_dir is not None else None
     records: list[dict] = []
+    saved_clock = None
     if resume:
-        trainer = _resumed_trainer(run, config, seed)
+        trainer, saved_clock = _resumed_trainer(run, config, seed)
         seed = trainer.seed
         records = [r for r in run.read_metrics() if r["step"] < trainer.step_count]
     else:
@@ -325,9 +326,13 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
         if run is not None:
             run.prepare_new(overwrite)
     config = trainer.config
-    clock = Clock(records[-1]["elapsed_s"] if records else 0.0,
-                  records[-1]["elapsed_s"] - records[-1].get("train_elapsed_s", records[-1]["elapsed_s"])
-                  if records else 0.0)
+    if saved_clock is not None:  # the wall and evaluation seconds when the checkpoint was written
+        clock = Clock(*saved_clock)
+    elif records:  # a checkpoint written before memrl saved the clock: as of the last evaluation kept
+        clock = Clock(records[-1]["elapsed_s"],
+                      records[-1]["elapsed_s"] - records[-1].get("train_elapsed_s", records[-1]["elapsed_s"]))
+    else:
+        clock = Clock()
     metrics_file = None
     if run is not None:
         run.write_config(seed, config.to_dict())
@@ -337,7 +342,7 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
                                hooks=hooks, print_fn=print_fn)
         steps: list[LoopStep] = [evaluations]
         if run is not None and config.checkpoint_interval is not None:
-            steps.append(Checkpoint(run.checkpoints(config.keep_checkpoints), config.checkpoint_interval))
+            steps.append(Checkpoint(run.checkpoints(config.keep_checkpoints), config.checkpoint_interval, clock))
         if progress is not None:
             steps.append(Report(progress, progress_interval, clock, evaluations))
         if run is not None:
@@ -362,8 +367,9 @@ def train(config: Config | str | None = None, seed: int | None = None, *, log_di
     return TrainResult(trainer, evaluations.records, clock.elapsed())
 
 
-def _resumed_trainer(run: RunDirectory | None, config, seed) -> Trainer:
-    """The trainer of ``run``'s newest loadable checkpoint, with ``config``'s changeable settings."""
+def _resumed_trainer(run: RunDirectory | None, config, seed) -> tuple[Trainer, tuple[float, float] | None]:
+    """The trainer of ``run``'s newest loadable checkpoint, with ``config``'s changeable settings,
+    and the run's (wall, evaluation) seconds saved with it (None in checkpoints that predate them)."""
     if run is None:
         raise ValueError("resume: needs log_dir (the run directory to continue)")
     path, arrays, meta = run.latest_checkpoint()
@@ -374,7 +380,9 @@ def _resumed_trainer(run: RunDirectory | None, config, seed) -> Trainer:
     trainer = Trainer(saved if config is None else resume_config(saved, as_config(config), step), saved_seed)
     with _inconsistent_contents(path):
         restore_training_state(trainer, arrays, meta)
-    return trainer
+        clock = meta.get("clock")
+        clock = None if clock is None else (float(clock["elapsed_s"]), float(clock["evaluating_s"]))
+    return trainer, clock
 
 
 @contextlib.contextmanager

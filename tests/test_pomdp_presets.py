@@ -20,9 +20,11 @@ def test_every_preset_has_a_summary():
 def test_pomdp_presets_follow_their_sources(name):
     cfg = preset(name).validate()
     # pomdp-baselines' rnn configs: gamma 0.9, tau 0.005, lr 3e-4, one update per step, history inputs;
-    # the pendulum presets take the feed-forward presets' gamma 0.99 and lr 1e-3, and 100 evaluation episodes
+    # the pendulum presets take the feed-forward presets' gamma 0.99 and lr 1e-3, and 100 evaluation episodes;
+    # the CartPole presets gamma 0.99 (500-step episodes)
     pendulum = name.startswith("pendulum-")
-    assert cfg.gamma == (0.99 if pendulum else 0.9) and cfg.tau == 0.005 and cfg.recurrent
+    assert cfg.gamma == (0.99 if pendulum or name.startswith("cartpole-") else 0.9)
+    assert cfg.tau == 0.005 and cfg.recurrent
     assert cfg.previous_action_input and cfg.previous_reward_input
     lr = 1e-3 if pendulum else 3e-4
     assert cfg.critic_optimizer.lr == cfg.actor_optimizer.lr == cfg.alpha_optimizer.lr == lr

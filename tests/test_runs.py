@@ -61,6 +61,28 @@ def test_a_finished_run_has_a_final_checkpoint_and_extends_bit_for_bit(tmp_path)
     assert json.loads((short / "config.json").read_text())["config"]["total_steps"] == 600
 
 
+def test_a_resumed_runs_clock_goes_on_from_its_checkpoint(tmp_path):
+    """The checkpoint holds the run's wall and evaluation seconds when it was written; a resumed
+    run's clock goes on from them, so the time spent training between the last evaluation kept and
+    the checkpoint still counts (it used to restart from that evaluation's record)."""
+    run = tmp_path / "run"
+    def timed_records():
+        return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+    train(small(300), seed=4, log_dir=str(run), print_fn=None)
+    before = timed_records()
+    _, meta = latest(run)
+    saved = meta["clock"]
+    assert before[200]["elapsed_s"] < saved["elapsed_s"] <= before[300]["elapsed_s"]
+    assert 0 < saved["evaluating_s"] < saved["elapsed_s"]
+    train(small(600), log_dir=str(run), resume=True, print_fn=None)
+    after = timed_records()
+    assert after[200] == before[200] and 300 not in after  # kept; 300 is no evaluation step of 600
+    assert after[400]["elapsed_s"] > saved["elapsed_s"]  # evaluation step of the 600-step run
+    assert after[400]["train_elapsed_s"] > saved["elapsed_s"] - saved["evaluating_s"]
+    assert after[600]["elapsed_s"] > after[400]["elapsed_s"]
+
+
 def test_resume_without_steps_continues_to_the_saved_runs_length(tmp_path):
     """pendulum-sac --steps 400 stopped after its step-200 checkpoint resumes towards 400 (not the
     preset's 20000), with or without the preset's name, and ends as the uninterrupted run did."""
