@@ -1,4 +1,5 @@
-"""Learning curves of training runs: return vs steps, return vs wall time, probe accuracy vs steps.
+"""Learning curves of training runs: return vs steps, return vs wall time, probe accuracy vs steps
+(the last panel only when some run has count-probe results, as the memory task's runs do).
 
 Reads ``<run-dir>/metrics.jsonl`` (one JSON object per evaluation, written by
 ``python -m memrl train ... --log-dir <run-dir>``) and draws one line per run, labelled with
@@ -77,15 +78,14 @@ FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": 
 
 
 def plot_runs(run_dirs: list[str], output: str) -> None:
-    """Draw the three panels for ``run_dirs`` and save them at ``output``, in the format its
-    extension names (``.png``, ``.pdf``, ``.svg``, ``.jpg``); missing folders are created."""
+    """Draw the panels for ``run_dirs`` and save them at ``output``, in the format its extension
+    names (``.png``, ``.pdf``, ``.svg``, ``.jpg``); missing folders are created."""
     if not run_dirs:
         raise ValueError("run_dirs: expected at least one run directory, got none")
     extension = _check_output(output)
     runs = list(zip(run_labels(run_dirs), [read_metrics(d) for d in run_dirs]))  # fail on bad input first
 
-    figure, (by_steps, by_time, probe) = _figure()
-    any_probe = False
+    figure, (by_steps, by_time, probe) = _figure(any(r.get("probe_total") for _, rs in runs for r in rs))
     for label, records in runs:
         steps = [r["step"] for r in records]
         mean = [r["mean_return"] for r in records]
@@ -96,39 +96,42 @@ def plot_runs(run_dirs: list[str], output: str) -> None:
         by_time.plot([r["elapsed_s"] for r in records], mean, marker=".", color=line.get_color(), label=label)
         with_probe = [r for r in records if r.get("probe_total")]
         if with_probe:
-            any_probe = True
             probe.plot([r["step"] for r in with_probe],
                        [r.get("probe_correct", math.nan) / r["probe_total"] for r in with_probe],
                        marker=".", color=line.get_color(), label=label)
     by_steps.set(xlabel="environment steps", ylabel="mean return (± std)", title="Return vs steps")
     by_time.set(xlabel="wall time (s)", ylabel="mean return", title="Return vs wall time")
-    _finish(figure, (by_steps, by_time, probe), any_probe, output, extension)
+    _finish(figure, (by_steps, by_time, probe), output, extension)
 
 
-def _figure():
-    """A Figure with the three panels, on the Agg canvas directly (not pyplot: no global backend
-    switch, no GUI); ImportError with the install hint without matplotlib."""
+def _figure(with_probe: bool):
+    """A Figure and its panels (by steps, by wall time, and the probe's or None), on the Agg canvas
+    directly (not pyplot: no global backend switch, no GUI); ImportError with the install hint
+    without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(INSTALL_HINT) from error
-    figure = Figure(figsize=(15, 4.5), layout="constrained")
+    figure = Figure(figsize=(15 if with_probe else 10, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
-    return figure, figure.subplots(1, 3)
+    panels = list(figure.subplots(1, 3 if with_probe else 2))
+    return figure, tuple(panels) if with_probe else (*panels, None)
 
 
-def _finish(figure, axes, any_probe: bool, output: str, extension: str) -> None:
+def _finish(figure, axes, output: str, extension: str) -> None:
     from matplotlib.ticker import FuncFormatter
 
     by_steps, by_time, probe = axes
-    probe.set(xlabel="environment steps", ylabel="probe accuracy", title="Count probe accuracy", ylim=(-0.05, 1.05))
-    if not any_probe:
-        probe.text(0.5, 0.5, "no probe data", ha="center", va="center", transform=probe.transAxes)
-    for panel in axes:
-        panel.grid(alpha=0.3)
+    if probe is not None:
+        probe.set(xlabel="environment steps", ylabel="probe accuracy", title="Count probe accuracy",
+                  ylim=(-0.05, 1.05))
+    for panel in (by_steps, by_time, probe):
+        if panel is not None:
+            panel.grid(alpha=0.3)
     for panel in (by_steps, probe):  # 200000 -> "200k": long tick labels would overlap
-        panel.xaxis.set_major_formatter(FuncFormatter(_thousands))
+        if panel is not None:
+            panel.xaxis.set_major_formatter(FuncFormatter(_thousands))
     by_steps.legend(fontsize="small")
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
@@ -169,7 +172,7 @@ def setting_curves(paths: list[str], statistic: str = "iqm", reps: int = 2000) -
 
 
 def plot_settings(paths: list[str], output: str, statistic: str = "iqm", reps: int = 2000) -> None:
-    """Draw the three panels with one line per setting (``statistic``, ``"iqm"`` or ``"mean"``,
+    """Draw the panels with one line per setting (``statistic``, ``"iqm"`` or ``"mean"``,
     over its runs) and a shaded 95% bootstrap confidence band (see the module doc); ``paths`` are
     run directories or folders holding them. Raises ValueError (bad output name, bad statistic),
     ReportError (no runs), ImportError (matplotlib or rliable missing), OSError."""
@@ -177,9 +180,8 @@ def plot_settings(paths: list[str], output: str, statistic: str = "iqm", reps: i
         raise ValueError("paths: expected at least one run directory or folder, got none")
     extension = _check_output(output)
     curves = setting_curves(paths, statistic, reps)  # fail on bad input first
-    figure, (by_steps, by_time, probe) = _figure()
+    figure, (by_steps, by_time, probe) = _figure(any(curve["probe"] is not None for curve in curves))
     name = "IQM" if statistic == "iqm" else "mean"
-    any_probe = False
     for curve in curves:
         steps, (estimate, low, high) = curve["steps"], curve["returns"]
         label = f"{curve['label']} ({curve['runs']} runs)"
@@ -188,7 +190,6 @@ def plot_settings(paths: list[str], output: str, statistic: str = "iqm", reps: i
         by_time.plot(curve["elapsed"], estimate, marker=".", color=line.get_color(), label=label)
         by_time.fill_between(curve["elapsed"], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if curve["probe"] is not None:
-            any_probe = True
             p_estimate, p_low, p_high = curve["probe"]
             probe.plot(steps, p_estimate, marker=".", color=line.get_color(), label=label)
             probe.fill_between(steps, p_low, p_high, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -196,7 +197,7 @@ def plot_settings(paths: list[str], output: str, statistic: str = "iqm", reps: i
                  title="Return vs steps")
     by_time.set(xlabel=f"wall time (s, {name} over runs)", ylabel=f"mean return ({name}, 95% CI)",
                 title="Return vs wall time")
-    _finish(figure, (by_steps, by_time, probe), any_probe, output, extension)
+    _finish(figure, (by_steps, by_time, probe), output, extension)
 
 
 def _thousands(value, _position=None) -> str:

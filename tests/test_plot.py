@@ -48,6 +48,19 @@ def test_plot_draws_the_three_panels(tmp_path, monkeypatch):
     assert list(probe.get_lines()[1].get_ydata()) == [0.2, 0.3, 0.4, 0.5, 0.6]
 
 
+def test_runs_without_probe_results_get_no_probe_panel(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    saved = {}
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.setdefault("figure", self))
+    runs = [write_run(tmp_path / "cartpole-seed1", probe=False), write_run(tmp_path / "cartpole-seed2", probe=False)]
+    plot.plot_runs(runs, str(tmp_path / "curve.png"))
+    by_steps, by_time = saved["figure"].axes
+    assert by_steps.get_title() == "Return vs steps" and by_time.get_title() == "Return vs wall time"
+    assert [line.get_label() for line in by_time.get_lines()] == ["cartpole-seed1", "cartpole-seed2"]
+
+
 def test_main_succeeds_and_reports_bad_inputs_in_one_line(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     good = write_run(tmp_path / "good")
