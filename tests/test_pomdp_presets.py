@@ -25,6 +25,8 @@ def test_pomdp_presets_follow_their_sources(name):
     pendulum = name.startswith("pendulum-")
     assert cfg.gamma == (0.99 if pendulum or name.startswith("cartpole-") else 0.9)
     assert cfg.tau == 0.005 and cfg.recurrent
+    assert cfg.sequence_length == 64 and cfg.batch_size == (32 if name.startswith("pendulum-") and
+                                                            name.endswith("-sac") else 16)
     assert cfg.previous_action_input and cfg.previous_reward_input
     lr = 1e-3 if pendulum else 3e-4
     assert cfg.critic_optimizer.lr == cfg.actor_optimizer.lr == cfg.alpha_optimizer.lr == lr
