@@ -118,10 +118,10 @@ class Evaluate(LoopStep):
 class Checkpoint(LoopStep):
     """The whole training state every ``interval`` steps and at the last step (after that step,
     before the final evaluation, like every checkpoint: so extending a finished run repeats that
-    evaluation exactly where a longer run would make it). With ``clock``, the meta also holds the
-    run's wall and evaluation seconds so far (``"clock"``), from which a resumed run's clock goes on."""
+    evaluation exactly where a longer run would make it). The meta also holds ``clock``'s wall and
+    evaluation seconds so far (``"clock"``), from which a resumed run's clock goes on."""
 
-    def __init__(self, manager, interval: int, clock: Clock | None = None):
+    def __init__(self, manager, interval: int, clock: Clock):
         self.manager, self.interval, self.clock = manager, interval, clock
 
     def after_step(self, trainer) -> None:
@@ -129,8 +129,7 @@ class Checkpoint(LoopStep):
             from memrl.state import training_state
 
             arrays, meta = training_state(trainer)
-            if self.clock is not None:
-                meta["clock"] = {"elapsed_s": self.clock.elapsed(), "evaluating_s": self.clock.evaluating}
+            meta["clock"] = {"elapsed_s": self.clock.elapsed(), "evaluating_s": self.clock.evaluating}
             self.manager.save(trainer.step_count, arrays, meta)
 
 

@@ -123,14 +123,13 @@ def _finish(figure, axes, output: str, extension: str) -> None:
     from matplotlib.ticker import FuncFormatter
 
     by_steps, by_time, probe = axes
+    panels = [by_steps, by_time] if probe is None else [by_steps, by_time, probe]
     if probe is not None:
         probe.set(xlabel="environment steps", ylabel="probe accuracy", title="Count probe accuracy",
                   ylim=(-0.05, 1.05))
-    for panel in (by_steps, by_time, probe):
-        if panel is not None:
-            panel.grid(alpha=0.3)
-    for panel in (by_steps, probe):  # 200000 -> "200k": long tick labels would overlap
-        if panel is not None:
+    for panel in panels:
+        panel.grid(alpha=0.3)
+        if panel is not by_time:  # 200000 -> "200k": long tick labels would overlap
             panel.xaxis.set_major_formatter(FuncFormatter(_thousands))
     by_steps.legend(fontsize="small")
     folder = os.path.dirname(os.path.abspath(output))

@@ -66,6 +66,7 @@ def test_a_resumed_runs_clock_goes_on_from_its_checkpoint(tmp_path):
     run's clock goes on from them, so the time spent training between the last evaluation kept and
     the checkpoint still counts (it used to restart from that evaluation's record)."""
     run = tmp_path / "run"
+
     def timed_records():
         return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 
