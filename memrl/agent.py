@@ -165,19 +165,32 @@ class Agent:
             return net.new_plan(1, rows) if branches else None
 
         self._critic_updates = []
+        optimizers = [optimizer(self.critics[i], cfg.critic_optimizer) for i in range(2)]
+        optimizers.append(optimizer(self.actor, cfg.actor_optimizer))
+        self._scheduled = [(settings, opt) for settings, opt in
+                           zip((cfg.critic_optimizer,) * 2 + (cfg.actor_optimizer,), optimizers) if settings.scheduled]
         for i in range(2):
             targets = [self.target_critics[j].new_plan(Lt, B) for j in range(2)]
             self._critic_updates.append(_update.CriticUpdate(
                 self.settings, self.window(critic_batches[i]), critic_noise[i], policy.new_plan(Lt, B), *targets,
-                self.critics[i].plan(L, B), optimizer(self.critics[i], cfg.critic_optimizer),
+                self.critics[i].plan(L, B), optimizers[i],
                 self.target_critics[i].params, branch(self.target_critics[0], Lt * B),
                 branch(self.target_critics[1], Lt * B)))
         self._actor_update = _update.ActorUpdate(
             self.settings, self.window(actor_batch), actor_noise, self.actor.plan(L, B), self.critics[0].plan(L, B),
-            self.critics[1].plan(L, B), optimizer(self.actor, cfg.actor_optimizer), self.target_actor_params(),
+            self.critics[1].plan(L, B), optimizers[2], self.target_actor_params(),
             branch(self.critics[0], L * B), branch(self.critics[1], L * B))
 
     # -- updates -----------------------------------------------------------------------------------
+
+    def set_learning_rates(self, step: int) -> None:
+        """The learning rates of the next updates, for environment step ``step``: each optimizer
+        with a schedule (``AdamConfig.final_lr``) takes ``lr_at(step)``; the others keep ``lr``.
+        The training loop calls it before each step's updates."""
+        if self._critic_updates is None:
+            raise RuntimeError("set_learning_rates: bind() the agent to its batches first")
+        for settings, opt in self._scheduled:
+            opt.lr = settings.lr_at(step)
 
     def update_critics(self, update_targets: bool = False) -> tuple[float, float]:
         """Both critic updates on their bound windows and noise, then (``update_targets``) the

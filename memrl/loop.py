@@ -110,6 +110,7 @@ class Trainer:
         critic_noise = [self.critic_noise[0]] * 2 if cfg.shared_batch else self.critic_noise
         self.agent.bind(critic_batches, critic_noise, self.samplers[0 if cfg.shared_batch else 2].batch,
                         self.actor_noise)
+        self._lr_schedule = any(o.scheduled for o in (cfg.actor_optimizer, cfg.critic_optimizer, cfg.alpha_optimizer))
         self.step_count = 0
         self.metrics = Metrics()
         for i, e in enumerate(self.envs):
@@ -187,6 +188,8 @@ class Trainer:
             if update_targets:
                 agent.update_targets()
             return
+        if self._lr_schedule:
+            agent.set_learning_rates(step)
         if cfg.shared_batch:
             self.samplers[0].sample(rng)
         if train_critic:

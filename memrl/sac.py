@@ -35,6 +35,8 @@ class LogAlpha:
         self.adam_v = np.zeros(1, np.float64)
         self.adam_t = 0
         self.optimizer = optimizer
+        self.lr = optimizer.lr
+        """The learning rate of the next step (``Agent.set_learning_rates`` sets it)."""
 
     @property
     def value(self) -> float:
@@ -46,7 +48,7 @@ class LogAlpha:
             raise TrainingDiverged(f"alpha: gradient is {grad}")
         self.grads[0] = grad
         self.adam_t += 1
-        self.optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t)
+        self.optimizer.apply(self.params, self.grads, self.adam_m, self.adam_v, self.adam_t, lr=self.lr)
 
 
 class LearnedTemperature:
@@ -59,6 +61,11 @@ class LearnedTemperature:
     @property
     def alpha(self) -> float:
         return self.log_alpha.value
+
+    def set_learning_rates(self, step: int) -> None:
+        """As ``Agent.set_learning_rates``, and the temperature's (``alpha_optimizer``)."""
+        super().set_learning_rates(step)
+        self.log_alpha.lr = self.config.alpha_optimizer.lr_at(step)
 
     def _after_actor_update(self, alpha_gradient: float) -> None:
         if self.config.adaptive_alpha:

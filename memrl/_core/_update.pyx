@@ -244,6 +244,17 @@ cdef class Optimizer:
         self.a.lr, self.a.b1, self.a.b2, self.a.eps = lr, beta1, beta2, eps
         self.a.floor, self.a.wd, self.a.clip, self.a.bias_lr_factor = v_hat_floor, weight_decay, clip, bias_lr_factor
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step (settable between updates: learning-rate schedules)."""
+        return self.a.lr
+
+    @lr.setter
+    def lr(self, double value):
+        if not value >= 0.0 or value == float("inf"):
+            raise ValueError(f"lr: expected a finite number >= 0, got {value}")
+        self.a.lr = value
+
 
 # ---------------------------------------------------------------------------------------------
 # Shared pieces
