@@ -1,4 +1,6 @@
-"""Adam and Polyak kernels against their formulas on random buffers."""
+"""Adam and Polyak kernels against their formulas on random buffers; the learning-rate schedule."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -50,3 +52,41 @@ def test_adam_config_presets_and_validation():
         AdamConfig(lr=-1.0)
     with pytest.raises(ValueError, match="optimizer.beta1"):
         AdamConfig(beta1=1.0)
+
+
+def test_linear_learning_rate_schedule():
+    """``lr_at``: ``lr`` at step 0, ``final_lr`` from ``decay_steps`` on (exactly), linear between;
+    a constant rate without ``final_lr``."""
+    config = AdamConfig(lr=1e-3, final_lr=1e-4, decay_steps=20_000)
+    assert config.scheduled and not AdamConfig().scheduled
+    assert config.lr_at(0) == 1e-3
+    assert config.lr_at(20_000) == 1e-4 and config.lr_at(50_000) == 1e-4
+    assert math.isclose(config.lr_at(5_000), 1e-3 - 0.25 * 9e-4, rel_tol=1e-15)
+    assert AdamConfig(lr=3e-4).lr_at(10**6) == 3e-4
+    assert AdamConfig(lr=1e-3, final_lr=0.0, decay_steps=10).lr_at(10) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(decay_steps=100), "optimizer.decay_steps: only with a final_lr"),
+    (dict(final_lr=1e-4), "optimizer.decay_steps: expected an integer >= 1"),
+    (dict(final_lr=-1e-4, decay_steps=10), "optimizer.final_lr"),
+    (dict(final_lr=float("nan"), decay_steps=10), "optimizer.final_lr"),
+])
+def test_learning_rate_schedule_validation(kwargs, fragment):
+    with pytest.raises((ValueError, TypeError), match=fragment):
+        AdamConfig(**kwargs)
+
+
+def test_engine_optimizer_learning_rate_is_settable_and_checked():
+    from memrl._core import _update
+
+    n = 3
+    opt = _update.Optimizer(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), None, lr=1e-3, beta1=0.9,
+                            beta2=0.999, eps=1e-7, v_hat_floor=0.0, weight_decay=0.0, clip=0.0, bias_lr_factor=1.0)
+    assert opt.lr == 1e-3
+    opt.lr = 2.5e-4
+    assert opt.lr == 2.5e-4
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lr: expected a finite number >= 0"):
+            opt.lr = bad
+    assert opt.lr == 2.5e-4

@@ -37,6 +37,28 @@ def test_resume_in_a_fresh_process_is_bit_identical(tmp_path):
     assert records(tmp_path / "split") == records(tmp_path / "straight")
 
 
+
+def test_a_run_with_learning_rate_schedules_resumes_bit_identically(tmp_path):
+    """The scheduled rates are a function of the step: a run split at a checkpoint in the middle of
+    the decay trains as the straight run; both end at the final rates; the schedule changes the run."""
+    decay = {f"{name}.{key}": value for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer")
+             for key, value in (("final_lr", 1e-5), ("decay_steps", 500))}
+    straight = train(config(600).replace(**decay), seed=5, log_dir=str(tmp_path / "straight"), print_fn=None)
+    first = cli("train", "memory-chapter", "--seed", "5", "--steps", "300", "--log-dir", str(tmp_path / "split"),
+                "--set", "checkpoint_interval=300", *SETTINGS, *set_args(decay))
+    assert first.returncode == 0, first.stderr
+    second = cli("train", "--resume", str(tmp_path / "split"), "--steps", "600", "--quiet")
+    assert second.returncode == 0, second.stderr
+    arrays, _ = load_checkpoint(CheckpointManager(str(tmp_path / "split" / "checkpoints")).latest())
+    for name, net in straight.trainer.agent.networks().items():
+        np.testing.assert_array_equal(arrays[f"{name}/params"], net.params, err_msg=name)
+    assert records(tmp_path / "split") == records(tmp_path / "straight")
+    agent = straight.trainer.agent
+    assert [opt.lr for _, opt in agent._scheduled] == [1e-5] * 3 and agent.log_alpha.lr == 1e-5
+    constant = train(config(600), seed=5, print_fn=None).trainer.agent
+    assert not np.array_equal(constant.actor.params, agent.actor.params)
+
+
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
     run = tmp_path / "run"
     rng = np.random.default_rng(0)

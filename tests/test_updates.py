@@ -18,6 +18,7 @@ that stage alone with NumPy, in float64, on small agents bound to a replayed mem
 The whole-update oracle (every setting at once, float32) is tests/test_update_oracle.py; the
 finite-difference properties over drawn settings are in tests/test_sac.py and tests/test_td3.py.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -261,6 +262,48 @@ def test_actor_adam_step_and_temperature_step(algorithm):
                                            np.array([alpha_gradient]), np.zeros(1), np.zeros(1), 1)
         assert math.isclose(agent.alpha, math.exp(log_alpha[0]), rel_tol=1e-15)
         assert (agent.alpha < 0.6) == (alpha_gradient > 0)
+
+
+
+@pytest.mark.parametrize("algorithm", ["sac", "td3"])
+def test_scheduled_learning_rates_reach_every_optimizer(algorithm):
+    """``set_learning_rates(step)``: the next critic, actor and temperature steps are Adam steps at
+    each optimizer's ``lr_at(step)`` (AdamConfig's linear schedule), not at its starting ``lr``."""
+    def scheduled(lr):
+        return AdamConfig(lr=lr, final_lr=lr / 10, decay_steps=100, v_hat_floor=1e-6)
+    agent, batch, _, _ = make(algorithm=algorithm, alpha=0.6, critic_optimizer=scheduled(1e-2),
+                              actor_optimizer=scheduled(2e-2), alpha_optimizer=scheduled(3e-2))
+    cfg = agent.config
+    agent.set_learning_rates(40)
+
+    def at_step_40(config):
+        assert config.lr_at(40) == config.lr * 0.6 + config.final_lr * 0.4
+        return dataclasses.replace(config, lr=config.lr_at(40), final_lr=None, decay_steps=0)
+
+    before = [(c.params.copy(), c.adam_m.copy(), c.adam_v.copy()) for c in agent.critics]
+    grads = []
+    for i in range(2):
+        agent.critic_gradient(i)
+        grads.append(agent.critics[i].grads.copy())
+    agent.update_critics()
+    for i, critic in enumerate(agent.critics):
+        want, _, _ = adam_config_step(at_step_40(cfg.critic_optimizer), *before[i][:1], grads[i], *before[i][1:], 1,
+                                      critic.is_bias)
+        np.testing.assert_allclose(critic.params, want, rtol=STEP_RTOL, atol=STEP_ATOL, err_msg=f"critic {i}")
+        unscheduled, _, _ = adam_config_step(cfg.critic_optimizer, *before[i][:1], grads[i], *before[i][1:], 1)
+        assert np.abs(unscheduled - want).max() > 1e-4  # the two rates give visibly different steps
+    _, alpha_gradient = agent.actor_gradient()
+    grads = agent.actor.grads.copy()
+    params, m, v = agent.actor.params.copy(), agent.actor.adam_m.copy(), agent.actor.adam_v.copy()
+    agent.update_actor()
+    want, _, _ = adam_config_step(at_step_40(cfg.actor_optimizer), params, grads, m, v, 1, agent.actor.is_bias)
+    np.testing.assert_allclose(agent.actor.params, want, rtol=STEP_RTOL, atol=STEP_ATOL)
+    if algorithm == "sac":
+        log_alpha, _, _ = adam_config_step(at_step_40(cfg.alpha_optimizer), np.array([math.log(0.6)]),
+                                           np.array([alpha_gradient]), np.zeros(1), np.zeros(1), 1)
+        assert math.isclose(agent.alpha, math.exp(log_alpha[0]), rel_tol=1e-15)
+    agent.set_learning_rates(250)  # past decay_steps: the final rates
+    assert [opt.lr for _, opt in agent._scheduled] == [1e-3, 1e-3, 2e-3]
 
 
 # -- TD3 actor and target actor ---------------------------------------------------------------------
