@@ -99,6 +99,7 @@ class Evaluate(LoopStep):
                   "mean_length": result["mean_length"], "std_length": result["std_length"],
                   "alpha": trainer.agent.alpha, "peak_rss_mb": peak_rss_mb(), **trainer.metrics.take()}
         lines = result.pop("probe_lines", None)
+        record.update(trainer.learning_rates())
         if "probe_correct" in result:
             record.update(probe_correct=result["probe_correct"], probe_total=result["probe_total"])
         if self.print_fn is not None:

@@ -211,6 +211,15 @@ class Trainer:
             self.metrics.actor_loss += agent.update_actor()
             self.metrics.actor_updates += 1
 
+    def learning_rates(self) -> dict[str, float]:
+        """``{"actor_lr" | "critic_lr" | "alpha_lr": rate}`` of the next updates, for each optimizer
+        with a learning-rate schedule (``AdamConfig.final_lr``); empty without schedules. Evaluation
+        records carry them."""
+        cfg = self.config
+        return {f"{name}_lr": settings.lr_at(self.step_count) for name, settings in
+                (("actor", cfg.actor_optimizer), ("critic", cfg.critic_optimizer), ("alpha", cfg.alpha_optimizer))
+                if settings.scheduled}
+
     # -- environments, checkpoints ---------------------------------------------------------------
 
     def environment_spec(self) -> dict:

@@ -43,6 +43,7 @@ GROUPS = {
     "mean_return": "eval", "std_return": "eval", "mean_length": "eval", "std_length": "eval",
     "probe_correct": "eval", "probe_total": "eval", "probe_accuracy": "eval",
     "critic_loss": "train", "actor_loss": "train", "alpha": "train", "train_episode_return": "train",
+    "actor_lr": "train", "critic_lr": "train", "alpha_lr": "train",
     "elapsed_s": "time", "train_elapsed_s": "time", "peak_rss_mb": "time",
 }
 """Tag group of each record field; a field not listed goes to ``other/``."""

@@ -1,4 +1,5 @@
 """Whole-state checkpoints: exact resume in a fresh process, survival of a killed run, policy file."""
+import math
 import signal
 import subprocess
 import sys
@@ -53,6 +54,9 @@ def test_a_run_with_learning_rate_schedules_resumes_bit_identically(tmp_path):
     for name, net in straight.trainer.agent.networks().items():
         np.testing.assert_array_equal(arrays[f"{name}/params"], net.params, err_msg=name)
     assert records(tmp_path / "split") == records(tmp_path / "straight")
+    rates = [(r["step"], r["actor_lr"], r["critic_lr"], r["alpha_lr"]) for r in records(tmp_path / "straight")]
+    assert rates[0] == (0, 1e-4, 1e-3, 1e-3) and rates[-1] == (600, 1e-5, 1e-5, 1e-5)
+    assert math.isclose(rates[1][1], 1e-4 * 0.6 + 1e-5 * 0.4, rel_tol=1e-12)  # step 200 of 500
     agent = straight.trainer.agent
     assert [opt.lr for _, opt in agent._scheduled] == [1e-5] * 3 and agent.log_alpha.lr == 1e-5
     constant = train(config(600), seed=5, print_fn=None).trainer.agent
