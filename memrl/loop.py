@@ -213,12 +213,13 @@ class Trainer:
 
     def learning_rates(self) -> dict[str, float]:
         """``{"actor_lr" | "critic_lr" | "alpha_lr": rate}`` of the next updates, for each optimizer
-        with a learning-rate schedule (``AdamConfig.final_lr``); empty without schedules. Evaluation
-        records carry them."""
+        with a learning-rate schedule (``AdamConfig.final_lr``; alpha's only where a temperature is
+        learned); empty without schedules. Evaluation records carry them."""
         cfg = self.config
-        return {f"{name}_lr": settings.lr_at(self.step_count) for name, settings in
-                (("actor", cfg.actor_optimizer), ("critic", cfg.critic_optimizer), ("alpha", cfg.alpha_optimizer))
-                if settings.scheduled}
+        optimizers = [("actor", cfg.actor_optimizer), ("critic", cfg.critic_optimizer)]
+        if cfg.algorithm == "sac" and cfg.adaptive_alpha:
+            optimizers.append(("alpha", cfg.alpha_optimizer))
+        return {f"{name}_lr": settings.lr_at(self.step_count) for name, settings in optimizers if settings.scheduled}
 
     # -- environments, checkpoints ---------------------------------------------------------------
 

@@ -13,9 +13,10 @@ linearly over the run's environment steps (Stable-Baselines3's ``get_linear_fn``
 
     lr(step) = lr (1 - f) + final_lr f,   f = min(step / decay_steps, 1)
 
-the rate of an update made at loop step ``step`` (the same in a resumed run). ``AdamConfig.rltools`` is RLtools'
-``DEFAULT_PARAMETERS_TENSORFLOW``: TensorFlow's eps 1e-7 and a floor (EPSILON_SQRT) of 1e-7 on
-the bias-corrected second moment, so no step exceeds lr / 3.16e-4.
+the rate of an update made at loop step ``step`` (the same in a resumed run).
+
+``AdamConfig.rltools`` is RLtools' ``DEFAULT_PARAMETERS_TENSORFLOW``: TensorFlow's eps 1e-7 and a
+floor (EPSILON_SQRT) of 1e-7 on the bias-corrected second moment, so no step exceeds lr / 3.16e-4.
 """
 from __future__ import annotations
 
@@ -96,5 +97,6 @@ class AdamConfig:
         at learning rate ``lr`` (None: ``self.lr``)."""
         from memrl._core import _adam
 
-        _adam.adam_step(params, grads, m, v, t, self.lr if lr is None else lr, self.beta1, self.beta2, self.eps, self.v_hat_floor,
-                        self.weight_decay, self.clip, is_bias if self.masks_biases else None, self.bias_lr_factor)
+        _adam.adam_step(params, grads, m, v, t, self.lr if lr is None else lr, self.beta1, self.beta2, self.eps,
+                        self.v_hat_floor, self.weight_decay, self.clip, is_bias if self.masks_biases else None,
+                        self.bias_lr_factor)

@@ -253,3 +253,20 @@ def test_gru_layers_sets_the_recurrent_networks_stacks(num_layers, gru_layers, k
     agent = Trainer(cfg, seed=0).agent
     for net in agent.networks().values():
         assert [type(layer).__name__ for layer in net.layers] == kinds
+
+
+@pytest.mark.parametrize("changes, keys", [
+    (dict(), ["actor_lr", "alpha_lr", "critic_lr"]),
+    (dict(adaptive_alpha=False), ["actor_lr", "critic_lr"]),
+    (dict(algorithm="td3", actor_training_interval=2, critic_target_update_interval=2), ["actor_lr", "critic_lr"]),
+])
+def test_records_carry_the_scheduled_rates_of_the_optimizers_in_use(changes, keys):
+    """``Trainer.learning_rates``: each scheduled optimizer's rate at the current step; the
+    temperature's only where one is learned; nothing without schedules."""
+    decay = {f"{name}.{key}": value for name in ("actor_optimizer", "critic_optimizer", "alpha_optimizer")
+             for key, value in (("final_lr", 0.0), ("decay_steps", 1000))}
+    trainer = Trainer(small_task(**changes, **decay), seed=1)
+    assert sorted(trainer.learning_rates()) == keys
+    trainer.step_count = 250
+    assert trainer.learning_rates()["critic_lr"] == trainer.config.critic_optimizer.lr * 0.75
+    assert Trainer(small_task(**changes), seed=1).learning_rates() == {}
