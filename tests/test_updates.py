@@ -286,11 +286,10 @@ def test_scheduled_learning_rates_reach_every_optimizer(algorithm):
         agent.critic_gradient(i)
         grads.append(agent.critics[i].grads.copy())
     agent.update_critics()
-    for i, critic in enumerate(agent.critics):
-        want, _, _ = adam_config_step(at_step_40(cfg.critic_optimizer), *before[i][:1], grads[i], *before[i][1:], 1,
-                                      critic.is_bias)
-        np.testing.assert_allclose(critic.params, want, rtol=STEP_RTOL, atol=STEP_ATOL, err_msg=f"critic {i}")
-        unscheduled, _, _ = adam_config_step(cfg.critic_optimizer, *before[i][:1], grads[i], *before[i][1:], 1)
+    for critic, (params, m, v), g in zip(agent.critics, before, grads):
+        want, _, _ = adam_config_step(at_step_40(cfg.critic_optimizer), params, g, m, v, 1, critic.is_bias)
+        np.testing.assert_allclose(critic.params, want, rtol=STEP_RTOL, atol=STEP_ATOL)
+        unscheduled, _, _ = adam_config_step(cfg.critic_optimizer, params, g, m, v, 1, critic.is_bias)
         assert np.abs(unscheduled - want).max() > 1e-4  # the two rates give visibly different steps
     _, alpha_gradient = agent.actor_gradient()
     grads = agent.actor.grads.copy()
