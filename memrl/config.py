@@ -444,8 +444,9 @@ PRESETS: dict[str, Config] = {
     # -1106 at 8000 steps and -506 at 20000, this one -290 at 8000 and -123 at 12000 (docs/pomdp.md).
     # The SAC presets train on 32 windows a batch (pomdp-baselines: 32 whole episodes): against 16, the
     # step-20000 policies of the three runs that missed -160 went from -187.9, -163.6 and -162.6 to
-    # -161.6, -155.0 and -156.4 (1000 evaluation episodes), at twice the update cost. TD3 was measured
-    # with 16 only.
+    # -161.6, -155.0 and -156.4 (1000 evaluation episodes), at twice the update cost. The TD3 presets keep
+    # 16: with 32, pendulum-p-td3's three step-20000 policies went from -169.1, -154.3 and -161.9 to -160.5,
+    # -160.4 and -159.1, closer together but meeting -160 on as few seeds (1 of 3).
     "pendulum-p-sac": _pomdp("pendulum", {"observation": "position_only"}, **_PENDULUM, batch_size=32),
     "pendulum-p-td3": _pomdp_td3("pendulum", {"observation": "position_only"}, **_PENDULUM),
     "pendulum-v-sac": _pomdp("pendulum", {"observation": "velocity_only"}, **_PENDULUM, batch_size=32),
