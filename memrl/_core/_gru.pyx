@@ -21,7 +21,7 @@ preact (T, B, 3H) gate pre-activations, gates (T, B, 3H) post-activations, hn (T
 ``x W_ih^T`` and, in backward, ``dW_ih``, ``dW_hh`` and ``dx`` are single products over all
 T*B rows; only ``h W_hh^T`` (forward) and ``dG W_hh`` (backward) run inside the time loop, where
 the x86-64-v3 build computes the small ones (the chapter's) with the register-blocked kernels of
-_small_gemm.h, in OpenBLAS's rounding (``step_product``; tests/test_isa.py).
+_small_gemm.h where they give OpenBLAS's bits (``small_kernel_in_use``; tests/test_isa.py).
 
 gate_mode 0: exact sigmoid/tanh. gate_mode 1: RLtools' fast (Pade) sigmoid/tanh, with the
 exact derivative of the approximation. Backward ACCUMULATES parameter gradients, OVERWRITES
@@ -29,8 +29,10 @@ dx and dh0. No allocation, no Python objects, GIL released.
 """
 from cython cimport floating
 from libc.string cimport memcpy, memset
-from memrl._core._blas cimport gemm, routes_to_blas
+from memrl._core._blas cimport gemm, gemm_blas, routes_to_blas
 from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh
+
+import numpy as np
 
 from memrl._core import GATE_MODES as _MODES
 
@@ -54,16 +56,57 @@ cdef extern from "_small_gemm.h" nogil:
                              int accumulate, float* C, int ldc)
 
 
+def small_kernel_matches_blas():
+    """Whether the register-blocked kernels of _small_gemm.h give this machine's OpenBLAS bits.
+
+    OpenBLAS picks its sgemm kernel by CPU, and the kernels round differently: its AVX-512 kernels
+    compute each element of these small products as one chain of fused multiply-adds over k, as
+    the register-blocked kernels do; its Haswell kernel (CPUs without AVX-512, e.g. AMD Zen 3) does
+    not. Compares both routes bit for bit on every (M, N) block shape the kernels take, over K in
+    [1, 64] and with and without accumulation. False on the baseline path (no kernels).
+    """
+    cdef float[:, ::1] A, B, want, got
+    cdef int M, N, K, acc
+    rng = np.random.default_rng(0)
+    for M in (4, 8):
+        for N in (16, 32, 48, 64):
+            for K in (1, 2, 3, 5, 8, 15, 16, 17, 31, 32, 48, 63, 64):
+                if not memrl_small_sgemm_handles(M, N, K):
+                    return False
+                for acc in (0, 1):
+                    A, B = (rng.normal(0, 2, shape).astype(np.float32) for shape in ((M, K), (K, N)))
+                    want = rng.normal(0, 2, (M, N)).astype(np.float32)
+                    got = np.array(want)
+                    gemm_blas(False, False, M, N, K, <float>1, &A[0, 0], K, &B[0, 0], N, <float>acc,
+                              &want[0, 0], N)
+                    memrl_small_sgemm_nn(M, N, K, &A[0, 0], K, &B[0, 0], N, acc, &got[0, 0], N)
+                    if np.asarray(got).tobytes() != np.asarray(want).tobytes():
+                        return False
+    return True
+
+
+# The kernels run only where they reproduce OpenBLAS's bits, so every instruction-set path of memrl
+# computes the same run (tests/test_isa.py); elsewhere the time loop calls BLAS.
+cdef bint _SMALL_KERNEL = small_kernel_matches_blas()
+
+
+def small_kernel_in_use():
+    """Whether the GRU's time loops use the register-blocked kernels of _small_gemm.h (the
+    x86-64-v3 path, where ``small_kernel_matches_blas()``)."""
+    return bool(_SMALL_KERNEL)
+
+
 cdef inline void _step_product(int M, int N, int K, const floating* A, const floating* B,
                                bint accumulate, floating* C) noexcept nogil:
     """C (M, N) = A (M, K) @ B (K, N), or += when accumulating: the product inside the time loop.
 
-    On the x86-64-v3 path the register-blocked kernels of _small_gemm.h take the small shapes
-    (the chapter's), with the bits of the OpenBLAS products they replace; everything else, and
-    the baseline path, calls gemm.
+    On the x86-64-v3 path, where their bits are OpenBLAS's (``small_kernel_matches_blas``), the
+    register-blocked kernels of _small_gemm.h take the small shapes (the chapter's); everything
+    else, and the baseline path, calls gemm.
     """
     if floating is float:
-        if routes_to_blas(<long>M * N * K) and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N):
+        if (_SMALL_KERNEL and routes_to_blas(<long>M * N * K)
+                and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N)):
             return
     gemm(False, False, M, N, K, <floating>1, A, K, B, N, <floating>(1 if accumulate else 0), C, N)
 
@@ -378,8 +421,8 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
 
     A (M, K), B (K, N), out (M, N), all float32 and C-contiguous; the product runs ``repeats``
     times inside C without the GIL (benchmarks: bench/bench_matmul.py). Returns True when the
-    register-blocked kernel of _small_gemm.h computed it (the x86-64-v3 path, for the shapes it
-    takes), False when gemm did. Raises ValueError on mismatched or empty shapes or ``repeats`` < 1.
+    register-blocked kernel of _small_gemm.h computed it (the x86-64-v3 path where
+    ``small_kernel_in_use()``, for the shapes it takes), False when gemm did. Raises ValueError on mismatched or empty shapes or ``repeats`` < 1.
     """
     cdef int M = out.shape[0], N = out.shape[1], K = A.shape[1]
     cdef long r
@@ -393,4 +436,4 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
     with nogil:
         for r in range(repeats):
             _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
-    return bool(routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))
+    return bool(_SMALL_KERNEL and routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))

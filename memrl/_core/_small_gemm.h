@@ -12,8 +12,10 @@
  *
  * Rounding: every element of A @ B is one chain of fused multiply-adds over k in increasing order,
  * starting from the first product (s = a0 * b0; s = fma(ak, bk, s)), and then C + s when
- * accumulating. That is what OpenBLAS's x86-64 FMA kernels compute for these shapes, so both
- * paths give the same bits (checked by tests/test_isa.py against the baseline path, which calls
+ * accumulating. That is what OpenBLAS's AVX-512 sgemm kernels compute for these shapes; its Haswell
+ * kernel (CPUs without AVX-512) rounds differently. _gru.pyx compares the two routes when it loads
+ * (small_kernel_matches_blas) and uses these kernels only where the bits agree, so both paths give
+ * the same bits (checked by tests/test_isa.py against the baseline path, which calls
  * OpenBLAS). No allocation; reentrant.
  */
 #ifndef MEMRL_SMALL_GEMM_H
