@@ -422,7 +422,8 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
     A (M, K), B (K, N), out (M, N), all float32 and C-contiguous; the product runs ``repeats``
     times inside C without the GIL (benchmarks: bench/bench_matmul.py). Returns True when the
     register-blocked kernel of _small_gemm.h computed it (the x86-64-v3 path where
-    ``small_kernel_in_use()``, for the shapes it takes), False when gemm did. Raises ValueError on mismatched or empty shapes or ``repeats`` < 1.
+    ``small_kernel_in_use()``, for the shapes it takes), False when gemm did. Raises ValueError on
+    mismatched or empty shapes or ``repeats`` < 1.
     """
     cdef int M = out.shape[0], N = out.shape[1], K = A.shape[1]
     cdef long r
