@@ -89,7 +89,7 @@ def main(argv=None):
         rows.append([label(M, K, N, False, ""), _common.fmt_time(t_blas), _common.fmt_time(t_step),
                      f"{t_step / t_blas:.2f}", "_small_gemm.h" if kernel else "gemm"])
     print(f"\nThe GRU's time-loop products on the {isa.selected()} path (memrl/_core/_small_gemm.h: "
-          "same bits as OpenBLAS)")
+          f"same bits as OpenBLAS; summation order: {_gru.small_kernel_order() or 'none matches, gemm'})")
     print(_common.markdown_table(["product", "SciPy OpenBLAS", "time loop", "time loop / OpenBLAS", "computed by"],
                                  rows))
     if args.sweep or args.smoke:

@@ -51,26 +51,26 @@ cdef extern from "_gru_gates.h" nogil:
 
 
 cdef extern from "_small_gemm.h" nogil:
+    int MEMRL_SG_ONE_CHAIN
+    int MEMRL_SG_PAIRED_CHAINS
     int memrl_small_sgemm_handles(int M, int N, int K)
     int memrl_small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
-                             int accumulate, float* C, int ldc)
+                             int accumulate, float* C, int ldc, int order)
 
 
-def small_kernel_matches_blas():
-    """Whether the register-blocked kernels of _small_gemm.h give this machine's OpenBLAS bits.
+# The summation orders of _small_gemm.h, by the name small_kernel_order() reports.
+_ORDERS = {"one chain": MEMRL_SG_ONE_CHAIN, "paired chains": MEMRL_SG_PAIRED_CHAINS}
 
-    OpenBLAS picks its sgemm kernel by CPU, and the kernels round differently: its AVX-512 kernels
-    compute each element of these small products as one chain of fused multiply-adds over k, as
-    the register-blocked kernels do; its Haswell kernel (CPUs without AVX-512, e.g. AMD Zen 3) does
-    not. Compares both routes bit for bit on every (M, N) block shape the kernels take, over K in
-    [1, 64] and with and without accumulation. False on the baseline path (no kernels).
-    """
+
+def _order_matches_blas(int order):
+    """Whether _small_gemm.h's kernels in summation ``order`` give OpenBLAS's sgemm bits on every
+    (M, N) block shape they take, over 13 depths K in [1, 64], with and without accumulation."""
     cdef float[:, ::1] A, B, want, got
     cdef int M, N, K, acc
     rng = np.random.default_rng(0)
     for M in (4, 8):
         for N in (16, 32, 48, 64):
-            for K in (1, 2, 3, 5, 8, 15, 16, 17, 31, 32, 48, 63, 64):
+            for K in (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 48, 63, 64):
                 if not memrl_small_sgemm_handles(M, N, K):
                     return False
                 for acc in (0, 1):
@@ -79,34 +79,51 @@ def small_kernel_matches_blas():
                     got = np.array(want)
                     gemm_blas(False, False, M, N, K, <float>1, &A[0, 0], K, &B[0, 0], N, <float>acc,
                               &want[0, 0], N)
-                    memrl_small_sgemm_nn(M, N, K, &A[0, 0], K, &B[0, 0], N, acc, &got[0, 0], N)
+                    memrl_small_sgemm_nn(M, N, K, &A[0, 0], K, &B[0, 0], N, acc, &got[0, 0], N, order)
                     if np.asarray(got).tobytes() != np.asarray(want).tobytes():
                         return False
     return True
 
 
-# The kernels run only where they reproduce OpenBLAS's bits, so every instruction-set path of memrl
-# computes the same run (tests/test_isa.py); elsewhere the time loop calls BLAS.
-cdef bint _SMALL_KERNEL = small_kernel_matches_blas()
+def small_kernel_order():
+    """The summation order in which _small_gemm.h's kernels give this machine's OpenBLAS bits:
+    "one chain" (OpenBLAS's AVX-512 sgemm kernels), "paired chains" (its Haswell kernel, which
+    CPUs with AVX2 but no AVX-512 get, e.g. AMD Zen 3), or None (neither; and always on the
+    baseline path, which has no kernels).
+
+    OpenBLAS picks its sgemm kernel by CPU, and its kernels sum k in different orders; the header
+    of _small_gemm.h gives both. Compares each order with OpenBLAS bit for bit on every block
+    shape the kernels take (``_order_matches_blas``); runs once when this module loads.
+    """
+    for name, order in _ORDERS.items():
+        if _order_matches_blas(order):
+            return name
+    return None
+
+
+# The kernels run only in an order that reproduces OpenBLAS's bits, so every instruction-set path
+# of memrl computes the same run (tests/test_isa.py); elsewhere the time loop calls BLAS.
+_KERNEL_ORDER_NAME = small_kernel_order()
+cdef int _KERNEL_ORDER = _ORDERS[_KERNEL_ORDER_NAME] if _KERNEL_ORDER_NAME is not None else 0
 
 
 def small_kernel_in_use():
     """Whether the GRU's time loops use the register-blocked kernels of _small_gemm.h (the
-    x86-64-v3 path, where ``small_kernel_matches_blas()``)."""
-    return bool(_SMALL_KERNEL)
+    x86-64-v3 path, where ``small_kernel_order()`` is not None)."""
+    return _KERNEL_ORDER != 0
 
 
 cdef inline void _step_product(int M, int N, int K, const floating* A, const floating* B,
                                bint accumulate, floating* C) noexcept nogil:
     """C (M, N) = A (M, K) @ B (K, N), or += when accumulating: the product inside the time loop.
 
-    On the x86-64-v3 path, where their bits are OpenBLAS's (``small_kernel_matches_blas``), the
-    register-blocked kernels of _small_gemm.h take the small shapes (the chapter's); everything
+    On the x86-64-v3 path, in the summation order that gives OpenBLAS's bits
+    (``small_kernel_order``), the register-blocked kernels of _small_gemm.h take the small shapes (the chapter's); everything
     else, and the baseline path, calls gemm.
     """
     if floating is float:
-        if (_SMALL_KERNEL and routes_to_blas(<long>M * N * K)
-                and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N)):
+        if (_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K)
+                and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N, _KERNEL_ORDER)):
             return
     gemm(False, False, M, N, K, <floating>1, A, K, B, N, <floating>(1 if accumulate else 0), C, N)
 
@@ -437,4 +454,4 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
     with nogil:
         for r in range(repeats):
             _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
-    return bool(_SMALL_KERNEL and routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))
+    return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))
