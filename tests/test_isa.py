@@ -12,7 +12,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memrl import isa
 from memrl._core import ACTIVATIONS
@@ -217,3 +220,56 @@ def test_the_time_loop_products_compute_gemms_bits(path):
         assert {(4, 48, 16), (4, 16, 48), (8, 48, 16), (8, 32, 64)} <= kernel
         assert all(M in (4, 8) and N % 16 == 0 and N <= 64 and K <= 64 for M, N, K in kernel)
         assert (3, 48, 16) not in kernel and (4, 80, 16) not in kernel and (4, 48, 65) not in kernel
+
+
+def _written_out(A, B, C0, order, accumulate):
+    """A @ B (+ C0) in float32, summed over k in ``order`` as the header of _small_gemm.h defines
+    it; each fused multiply-add is one float64 product (exact for float32 inputs) plus the
+    accumulator, rounded to float32."""
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    K = A.shape[1]
+    if order == "one chain":
+        chains, whole = [np.float32(A64[:, :1] * B64[:1])], None
+        for k in range(1, K):
+            chains[0] = (A64[:, k:k + 1] * B64[k:k + 1] + chains[0]).astype(np.float32)
+        s = chains[0]
+    else:
+        chains = [np.zeros(C0.shape, np.float32), np.zeros(C0.shape, np.float32)]
+        whole = K - K % 8
+        for k in range(K):
+            c = k % 2 if k < whole else 0
+            chains[c] = (A64[:, k:k + 1] * B64[k:k + 1] + chains[c]).astype(np.float32)
+        s = chains[0] + chains[1]
+    return C0 + s if accumulate else s
+
+
+@settings(max_examples=60, deadline=None)
+@given(M=st.sampled_from([4, 8]), N=st.sampled_from([16, 32, 48, 64]), K=st.integers(1, 64),
+       order=st.sampled_from(["one chain", "paired chains"]), accumulate=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_the_small_product_kernels_compute_their_documented_order(M, N, K, order, accumulate, seed):
+    # Each summation order of _small_gemm.h, whichever this machine's OpenBLAS uses, against its
+    # written-out definition (the test above checks the order in use against gemm).
+    from memrl._core import _gru
+    if isa.selected() != "x86-64-v3":
+        pytest.skip("the small-product kernels are on the x86-64-v3 path only")
+    rng = np.random.default_rng(seed)
+    A, B, C0 = (rng.normal(0, 2, s).astype(np.float32) for s in ((M, K), (K, N), (M, N)))
+    got = C0.copy()
+    assert _gru.small_kernel_product(A, B, got, order, accumulate=accumulate)
+    want = _written_out(A, B, C0, order, accumulate)
+    np.testing.assert_array_equal(got, want)
+    # the two orders differ somewhere, so neither stands in for the other
+    if K >= 16:
+        other = _written_out(A, B, C0, "paired chains" if order == "one chain" else "one chain", accumulate)
+        assert got.tobytes() != other.tobytes()
+
+
+def test_the_small_product_kernels_refuse_unknown_orders_and_take_their_shapes_only():
+    from memrl._core import _gru
+    A, B, out = np.ones((4, 16), np.float32), np.ones((16, 48), np.float32), np.zeros((4, 48), np.float32)
+    with pytest.raises(ValueError, match="order: expected one of"):
+        _gru.small_kernel_product(A, B, out, "two chains")
+    assert not _gru.small_kernel_product(np.ones((3, 16), np.float32), B, np.zeros((3, 48), np.float32),
+                                         "one chain")
+    assert _gru.small_kernel_product(A, B, out, "paired chains") == (isa.selected() == "x86-64-v3")

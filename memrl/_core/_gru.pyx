@@ -455,3 +455,27 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
         for r in range(repeats):
             _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
     return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))
+
+
+def small_kernel_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out, str order, *,
+                         bint accumulate=False):
+    """out = A @ B (out += A @ B with ``accumulate``) by _small_gemm.h's kernels in the summation
+    ``order`` named ("one chain" or "paired chains"; the header gives both), whichever order this
+    machine's OpenBLAS uses (tests/test_isa.py checks each against its written-out definition).
+
+    A (M, K), B (K, N), out (M, N), float32, C-contiguous. Returns True when the kernels computed
+    it, False (``out`` untouched) where they do not take it: the baseline path, which has no
+    kernels, or a shape outside their range. Raises ValueError on an unknown ``order`` or
+    mismatched shapes.
+    """
+    if order not in _ORDERS:
+        raise ValueError(f"order: expected one of {sorted(_ORDERS)}, got {order!r}")
+    cdef int M = out.shape[0], N = out.shape[1], K = A.shape[1], code = _ORDERS[order], done
+    if A.shape[0] != M or B.shape[0] != K or B.shape[1] != N:
+        raise ValueError(f"A, B, out: expected shapes (M, K), (K, N), (M, N), got ({A.shape[0]}, {A.shape[1]}), "
+                         f"({B.shape[0]}, {B.shape[1]}), ({out.shape[0]}, {out.shape[1]})")
+    if not memrl_small_sgemm_handles(M, N, K):
+        return False
+    with nogil:
+        done = memrl_small_sgemm_nn(M, N, K, &A[0, 0], K, &B[0, 0], N, accumulate, &out[0, 0], N, code)
+    return bool(done)
