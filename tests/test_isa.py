@@ -178,9 +178,9 @@ import memrl
 from memrl._core import _blas, _gru
 rng = np.random.default_rng(11)
 differ, kernel = [], []
-for M in range(1, 10):
-    for N in (8, 16, 24, 32, 48, 64, 80):
-        for K in (1, 2, 3, 7, 15, 16, 17, 31, 48, 63, 64, 65):
+for M in (*range(1, 10), 11, 12, 13, 16, 20, 24, 28, 31, 32, 33, 36):
+    for N in (8, 16, 24, 32, 48, 64, 80, 192, 256, 272):
+        for K in (1, 2, 3, 7, 15, 16, 17, 31, 48, 63, 64, 65, 192, 256, 257):
             for accumulate in (False, True):
                 A, B, C0 = (rng.normal(0, 2, s).astype(np.float32) for s in ((M, K), (K, N), (M, N)))
                 want = _blas.gemm_py(A, B, C0.copy(), beta=1.0 if accumulate else 0.0)
@@ -208,18 +208,41 @@ def test_the_time_loop_products_compute_gemms_bits(path):
     assert got["differ"] == []
     kernel = {tuple(s) for s in got["kernel"]}
     # The kernels run exactly where one of their summation orders reproduces OpenBLAS's bits (one
-    # chain: its AVX-512 sgemm kernels; paired chains: its Haswell kernel, which CPUs with AVX2 but
-    # no AVX-512 get).
+    # chain: its AVX-512 sgemm kernels; haswell: its Haswell kernel, which CPUs with AVX2 but no
+    # AVX-512 get).
     assert got["in_use"] == (got["order"] is not None)
-    assert got["order"] in (None, "one chain", "paired chains")
+    assert got["order"] in (None, "one chain", "haswell")
     if path == "baseline":
         assert got["order"] is None and kernel == set()
     elif not got["in_use"]:
         assert kernel == set()
     else:  # the chapter's two products (B 4, H 16) take the kernels; shapes outside their range do not
         assert {(4, 48, 16), (4, 16, 48), (8, 48, 16), (8, 32, 64)} <= kernel
-        assert all(M in (4, 8) and N % 16 == 0 and N <= 64 and K <= 64 for M, N, K in kernel)
-        assert (3, 48, 16) not in kernel and (4, 80, 16) not in kernel and (4, 48, 65) not in kernel
+        assert (3, 48, 16) not in kernel and (4, 48, 65 if got["order"] == "one chain" else 257) not in kernel
+        if got["order"] == "one chain":
+            assert all(M in (4, 8) and N % 16 == 0 and N <= 64 and K <= 64 for M, N, K in kernel)
+        else:  # and the POMDP presets' (B 16 or 32, H 64)
+            assert {(16, 192, 64), (16, 64, 192), (32, 192, 64), (32, 256, 256), (12, 48, 17)} <= kernel
+            assert all(M % 4 == 0 and M <= 32 and N % 16 == 0 and N <= 256 and K <= 256 for M, N, K in kernel)
+
+
+def _haswell_paired(M, N):
+    """(M, N) bool: the elements the Haswell order sums as paired chains (the others as one
+    chain), from the blocking the header of _small_gemm.h describes: rows in blocks of 12 while 12
+    are left, then of 4; in a block of 12, rows 0-5 pair columns 0-7 and then run 16-column blocks
+    from column 8, rows 6-11 run 16-column blocks from column 0, and either half pairs an 8-column
+    block left over at its end; blocks of 4 rows pair everything."""
+    paired = np.ones((M, N), bool)
+    blocks, i = N // 8, 0
+    while M - i >= 12:
+        paired[i:i + 12] = False
+        paired[i:i + 6, :8] = True
+        if (blocks - 1) % 2:
+            paired[i:i + 6, -8:] = True
+        if blocks % 2:
+            paired[i + 6:i + 12, -8:] = True
+        i += 12
+    return paired
 
 
 def _written_out(A, B, C0, order, accumulate):
@@ -227,25 +250,25 @@ def _written_out(A, B, C0, order, accumulate):
     it; each fused multiply-add is one float64 product (exact for float32 inputs) plus the
     accumulator, rounded to float32."""
     A64, B64 = A.astype(np.float64), B.astype(np.float64)
-    K = A.shape[1]
+    (M, K), N = A.shape, B.shape[1]
+    one = np.zeros((M, N), np.float32)
+    for k in range(K):
+        one = (A64[:, k:k + 1] * B64[k:k + 1] + one).astype(np.float32)
     if order == "one chain":
-        chains, whole = [np.float32(A64[:, :1] * B64[:1])], None
-        for k in range(1, K):
-            chains[0] = (A64[:, k:k + 1] * B64[k:k + 1] + chains[0]).astype(np.float32)
-        s = chains[0]
+        s = one
     else:
-        chains = [np.zeros(C0.shape, np.float32), np.zeros(C0.shape, np.float32)]
+        chains = [np.zeros((M, N), np.float32), np.zeros((M, N), np.float32)]
         whole = K - K % 8
         for k in range(K):
             c = k % 2 if k < whole else 0
             chains[c] = (A64[:, k:k + 1] * B64[k:k + 1] + chains[c]).astype(np.float32)
-        s = chains[0] + chains[1]
+        s = np.where(_haswell_paired(M, N), chains[0] + chains[1], one)
     return C0 + s if accumulate else s
 
 
 @settings(max_examples=60, deadline=None)
-@given(M=st.sampled_from([4, 8]), N=st.sampled_from([16, 32, 48, 64]), K=st.integers(1, 64),
-       order=st.sampled_from(["one chain", "paired chains"]), accumulate=st.booleans(),
+@given(M=st.sampled_from([4, 8, 12, 16, 20, 24, 28, 32]), N=st.sampled_from([16, 32, 48, 64, 80, 192, 256]),
+       K=st.integers(1, 256), order=st.sampled_from(["one chain", "haswell"]), accumulate=st.booleans(),
        seed=st.integers(0, 2**31 - 1))
 def test_the_small_product_kernels_compute_their_documented_order(M, N, K, order, accumulate, seed):
     # Each summation order of _small_gemm.h, whichever this machine's OpenBLAS uses, against its
@@ -256,12 +279,19 @@ def test_the_small_product_kernels_compute_their_documented_order(M, N, K, order
     rng = np.random.default_rng(seed)
     A, B, C0 = (rng.normal(0, 2, s).astype(np.float32) for s in ((M, K), (K, N), (M, N)))
     got = C0.copy()
-    assert _gru.small_kernel_product(A, B, got, order, accumulate=accumulate)
+    takes = _gru.small_kernel_product(A, B, got, order, accumulate=accumulate)
+    if order == "one chain":
+        assert takes == (M <= 8 and N <= 64 and K <= 64)
+    else:
+        assert takes
+    if not takes:
+        assert got.tobytes() == C0.tobytes()
+        return
     want = _written_out(A, B, C0, order, accumulate)
     np.testing.assert_array_equal(got, want)
     # the two orders differ somewhere, so neither stands in for the other
     if K >= 16:
-        other = _written_out(A, B, C0, "paired chains" if order == "one chain" else "one chain", accumulate)
+        other = _written_out(A, B, C0, "haswell" if order == "one chain" else "one chain", accumulate)
         assert got.tobytes() != other.tobytes()
 
 
@@ -272,4 +302,6 @@ def test_the_small_product_kernels_refuse_unknown_orders_and_take_their_shapes_o
         _gru.small_kernel_product(A, B, out, "two chains")
     assert not _gru.small_kernel_product(np.ones((3, 16), np.float32), B, np.zeros((3, 48), np.float32),
                                          "one chain")
-    assert _gru.small_kernel_product(A, B, out, "paired chains") == (isa.selected() == "x86-64-v3")
+    assert _gru.small_kernel_product(A, B, out, "haswell") == (isa.selected() == "x86-64-v3")
+    assert not _gru.small_kernel_product(np.ones((4, 16), np.float32), np.ones((16, 40), np.float32),
+                                         np.zeros((4, 40), np.float32), "haswell")

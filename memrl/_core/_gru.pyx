@@ -52,27 +52,34 @@ cdef extern from "_gru_gates.h" nogil:
 
 cdef extern from "_small_gemm.h" nogil:
     int MEMRL_SG_ONE_CHAIN
-    int MEMRL_SG_PAIRED_CHAINS
-    int memrl_small_sgemm_handles(int M, int N, int K)
+    int MEMRL_SG_HASWELL
+    int memrl_small_sgemm_handles(int M, int N, int K, int order)
     int memrl_small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
                              int accumulate, float* C, int ldc, int order)
 
 
 # The summation orders of _small_gemm.h, by the name small_kernel_order() reports.
-_ORDERS = {"one chain": MEMRL_SG_ONE_CHAIN, "paired chains": MEMRL_SG_PAIRED_CHAINS}
+_ORDERS = {"one chain": MEMRL_SG_ONE_CHAIN, "haswell": MEMRL_SG_HASWELL}
+# The shapes the load-time check compares: every row blocking (4s; 12; 12 + 4s), both parities of
+# the number of 8-column blocks, and depths around every unrolling boundary up to the limits.
+_CHECK_M = (4, 8, 12, 16, 28, 32)
+_CHECK_N = (16, 48, 64, 256)
+_CHECK_K = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 48, 63, 64, 100, 192, 256)
 
 
 def _order_matches_blas(int order):
-    """Whether _small_gemm.h's kernels in summation ``order`` give OpenBLAS's sgemm bits on every
-    (M, N) block shape they take, over 13 depths K in [1, 64], with and without accumulation."""
+    """Whether _small_gemm.h's kernels in summation ``order`` give OpenBLAS's sgemm bits on the
+    shapes of ``_CHECK_M``, ``_CHECK_N`` and ``_CHECK_K`` they take, with and without accumulation."""
     cdef float[:, ::1] A, B, want, got
     cdef int M, N, K, acc
     rng = np.random.default_rng(0)
-    for M in (4, 8):
-        for N in (16, 32, 48, 64):
-            for K in (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 48, 63, 64):
-                if not memrl_small_sgemm_handles(M, N, K):
-                    return False
+    if not memrl_small_sgemm_handles(4, 16, 1, order):
+        return False
+    for M in _CHECK_M:
+        for N in _CHECK_N:
+            for K in _CHECK_K:
+                if not memrl_small_sgemm_handles(M, N, K, order):
+                    continue
                 for acc in (0, 1):
                     A, B = (rng.normal(0, 2, shape).astype(np.float32) for shape in ((M, K), (K, N)))
                     want = rng.normal(0, 2, (M, N)).astype(np.float32)
@@ -87,13 +94,14 @@ def _order_matches_blas(int order):
 
 def small_kernel_order():
     """The summation order in which _small_gemm.h's kernels give this machine's OpenBLAS bits:
-    "one chain" (OpenBLAS's AVX-512 sgemm kernels), "paired chains" (its Haswell kernel, which
-    CPUs with AVX2 but no AVX-512 get, e.g. AMD Zen 3), or None (neither; and always on the
-    baseline path, which has no kernels).
+    "one chain" (OpenBLAS's AVX-512 sgemm kernels; up to (8, 64) @ (64, 64)), "haswell" (its
+    Haswell kernel, which CPUs with AVX2 but no AVX-512 get, e.g. AMD Zen 3; up to
+    (32, 256) @ (256, 256)), or None (neither; and always on the baseline path, which has no
+    kernels).
 
     OpenBLAS picks its sgemm kernel by CPU, and its kernels sum k in different orders; the header
-    of _small_gemm.h gives both. Compares each order with OpenBLAS bit for bit on every block
-    shape the kernels take (``_order_matches_blas``); runs once when this module loads.
+    of _small_gemm.h defines both. Compares each order with OpenBLAS bit for bit on every blocking
+    the kernels take (``_order_matches_blas``); runs once when this module loads.
     """
     for name, order in _ORDERS.items():
         if _order_matches_blas(order):
@@ -454,13 +462,14 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
     with nogil:
         for r in range(repeats):
             _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
-    return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and memrl_small_sgemm_handles(M, N, K))
+    return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K)
+                and memrl_small_sgemm_handles(M, N, K, _KERNEL_ORDER))
 
 
 def small_kernel_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out, str order, *,
                          bint accumulate=False):
     """out = A @ B (out += A @ B with ``accumulate``) by _small_gemm.h's kernels in the summation
-    ``order`` named ("one chain" or "paired chains"; the header gives both), whichever order this
+    ``order`` named ("one chain" or "haswell"; the header defines both), whichever order this
     machine's OpenBLAS uses (tests/test_isa.py checks each against its written-out definition).
 
     A (M, K), B (K, N), out (M, N), float32, C-contiguous. Returns True when the kernels computed
@@ -474,7 +483,7 @@ def small_kernel_product(const float[:, ::1] A, const float[:, ::1] B, float[:, 
     if A.shape[0] != M or B.shape[0] != K or B.shape[1] != N:
         raise ValueError(f"A, B, out: expected shapes (M, K), (K, N), (M, N), got ({A.shape[0]}, {A.shape[1]}), "
                          f"({B.shape[0]}, {B.shape[1]}), ({out.shape[0]}, {out.shape[1]})")
-    if not memrl_small_sgemm_handles(M, N, K):
+    if not memrl_small_sgemm_handles(M, N, K, code):
         return False
     with nogil:
         done = memrl_small_sgemm_nn(M, N, K, &A[0, 0], K, &B[0, 0], N, accumulate, &out[0, 0], N, code)

@@ -4,23 +4,26 @@
  *     C (M, N)  = A (M, K) @ B (K, N)        (accumulate == 0)
  *     C (M, N) += A (M, K) @ B (K, N)        (accumulate != 0)
  * and returns 1, or returns 0 without touching C when the product is not one it handles; the
- * caller then calls BLAS. It handles the small products that run once per time step inside the
- * GRU's loops (the chapter's (4, 16) @ (16, 48) and (4, 48) @ (48, 16)), where BLAS's call overhead
- * and its blocking cost more than the arithmetic: M = 4 or 8, 16 <= N <= 64 with N a multiple
- * of 16, 1 <= K <= 64 (bench/bench_matmul.py times both routes). Only compiled in for x86-64-v3
- * (AVX2 + FMA, memrl/_core/_x86_64_v3/); the baseline build always returns 0.
+ * caller then calls BLAS. It handles the products that run once per time step inside the GRU's
+ * loops (the state times W_hh^T forward, the gate gradients times W_hh backward), where BLAS's call
+ * overhead and its packing of the weight matrix at every step cost more than the arithmetic
+ * (bench/bench_matmul.py times both routes): whole blocks of 4 rows and of 16 columns, up to the
+ * limits below. Only compiled in for x86-64-v3 (AVX2 + FMA, memrl/_core/_x86_64_v3/); the baseline
+ * build always returns 0.
  *
- * Rounding: OpenBLAS picks its sgemm kernel by CPU, and its kernels sum k in different orders,
- * so the kernels here compute either order and _gru.pyx picks, when it loads, the one that gives
- * this machine's OpenBLAS bits (small_kernel_order; tests/test_isa.py checks the x86-64-v3 path
- * against the baseline path, which calls OpenBLAS):
- *   MEMRL_SG_ONE_CHAIN: every element of A @ B is one chain of fused multiply-adds over k in
- *     increasing order (s = a0 * b0; s = fma(ak, bk, s)), then C + s when accumulating. OpenBLAS's
- *     AVX-512 sgemm kernels (seen on an AVX-512 Intel Xeon).
- *   MEMRL_SG_PAIRED_CHAINS: two chains from zero, even k and odd k, over each whole group of 8 k;
- *     the K % 8 last k on the even chain; s = even + odd, then C + s. OpenBLAS's Haswell kernel,
- *     which CPUs with AVX2 but no AVX-512 get (seen on an AMD Zen 3 EPYC); found by comparing
- *     candidate orders with its bits over every K in [1, 64].
+ * Rounding: OpenBLAS picks its sgemm kernel by CPU, and its kernels sum over k in different
+ * orders, so the kernels here compute either of two orders, and _gru.pyx picks, when it loads, the
+ * one that gives this machine's OpenBLAS bits (small_kernel_order; tests/test_isa.py checks the
+ * x86-64-v3 path against the baseline path, which calls OpenBLAS):
+ *   MEMRL_SG_ONE_CHAIN (up to (8, 64) @ (64, 64)): every element of A @ B is one chain of fused
+ *     multiply-adds over k in increasing order (s = a0 * b0; s = fma(ak, bk, s)), then C + s when
+ *     accumulating. OpenBLAS's AVX-512 sgemm kernels (seen on an AVX-512 Intel Xeon).
+ *   MEMRL_SG_HASWELL (up to (32, 256) @ (256, 256)): OpenBLAS's Haswell kernel, which CPUs with
+ *     AVX2 but no AVX-512 get (seen on an AMD Zen 3 EPYC). Each element is either one chain from
+ *     zero or paired chains: two chains from zero, even k and odd k, over each whole group of 8 k,
+ *     the K % 8 last k on the even chain, and the two added; then C + s. Which elements are paired
+ *     follows the kernel's blocking (memrl_sg_haswell, below). Found by reading the kernel and
+ *     comparing with its bits over every K in [1, 64] and 20 block shapes.
  * Where neither matches, the time loop calls BLAS. No allocation; reentrant.
  */
 #ifndef MEMRL_SMALL_GEMM_H
@@ -28,14 +31,11 @@
 
 /* The summation orders the kernels compute (the last argument of memrl_small_sgemm_nn). */
 #define MEMRL_SG_ONE_CHAIN 1
-#define MEMRL_SG_PAIRED_CHAINS 2
+#define MEMRL_SG_HASWELL 2
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-#define MEMRL_SG_MAX_M 8
-#define MEMRL_SG_MAX_N 64
-#define MEMRL_SG_MAX_K 64
 
 /* Blocks of 4 rows by V = 3 or 2 vectors of 8 columns, written out so that the 4 * V accumulators
  * stay in registers (at most 12 of AVX2's 16); both run in tests/test_isa.py against OpenBLAS. */
@@ -109,59 +109,128 @@ static inline void memrl_sg_block_4x2(int K, const float* A, int lda, const floa
     _mm256_storeu_ps(C + 3 * (size_t)ldc + 0, s30); _mm256_storeu_ps(C + 3 * (size_t)ldc + 8, s31);
 }
 
-/* Whether memrl_small_sgemm_nn computes an (M, K) @ (K, N) product: whole blocks of 4 rows only
- * (a row on its own would run one dependency chain per vector, slower than BLAS for long K). */
-static inline int memrl_small_sgemm_handles(int M, int N, int K) {
-    return M >= 4 && M <= MEMRL_SG_MAX_M && M % 4 == 0 && N >= 16 && N <= MEMRL_SG_MAX_N && N % 16 == 0 &&
-           K >= 1 && K <= MEMRL_SG_MAX_K;
+/* The largest products each order takes (rows, columns, depth); whole blocks of 4 rows and of 16
+ * columns only (a row on its own would run one dependency chain per vector, slower than BLAS). */
+#define MEMRL_SG_ONE_CHAIN_MAX_M 8
+#define MEMRL_SG_ONE_CHAIN_MAX_N 64
+#define MEMRL_SG_ONE_CHAIN_MAX_K 64
+#define MEMRL_SG_HASWELL_MAX_M 32
+#define MEMRL_SG_HASWELL_MAX_N 256
+#define MEMRL_SG_HASWELL_MAX_K 256
+
+/* Whether memrl_small_sgemm_nn computes an (M, K) @ (K, N) product in summation ``order``. */
+static inline int memrl_small_sgemm_handles(int M, int N, int K, int order) {
+    int max_m, max_n, max_k;
+    if (order == MEMRL_SG_ONE_CHAIN) {
+        max_m = MEMRL_SG_ONE_CHAIN_MAX_M; max_n = MEMRL_SG_ONE_CHAIN_MAX_N; max_k = MEMRL_SG_ONE_CHAIN_MAX_K;
+    } else if (order == MEMRL_SG_HASWELL) {
+        max_m = MEMRL_SG_HASWELL_MAX_M; max_n = MEMRL_SG_HASWELL_MAX_N; max_k = MEMRL_SG_HASWELL_MAX_K;
+    } else {
+        return 0;
+    }
+    return M >= 4 && M <= max_m && M % 4 == 0 && N >= 16 && N <= max_n && N % 16 == 0 && K >= 1 && K <= max_k;
 }
 
-/* The paired-chains order of OpenBLAS's Haswell sgemm kernel, 4 rows by one vector of 8 columns:
- * over each whole group of 8 k, even k go to one chain and odd k to another; the K % 8 last k go
- * to the even chain; the element is the even chain plus the odd one (both start from zero). Two
- * accumulators per element, so one vector wide keeps the 8 chains in registers. */
-static inline void memrl_sg_block_paired_4x1(int K, const float* A, int lda, const float* B, int ldb,
-                                              int accumulate, float* C, int ldc) {
-    const float *a0 = A, *a1 = A + (size_t)lda, *a2 = A + 2 * (size_t)lda, *a3 = A + 3 * (size_t)lda;
-    __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0, b, c;
-    int k, whole = K - K % 8;
+/* Paired chains, R (4 or 6) rows by one vector of 8 columns: over each whole group of 8 k, even k
+ * go to one chain and odd k to another; the K % 8 last k go to the even chain; the element is the
+ * even chain plus the odd one, both from zero (OpenBLAS's KERNEL_k2m8n4 and KERNEL_*_k2m8n6). */
+static inline void memrl_sg_paired(const int R, int K, const float* A, int lda, const float* B, int ldb,
+                                   int accumulate, float* C, int ldc) {
+    __m256 e[6], o[6], b, c;
+    int r, k, whole = K - K % 8;
+#pragma GCC unroll 6
+    for (r = 0; r < R; r++) e[r] = o[r] = _mm256_setzero_ps();
     for (k = 0; k < whole; k += 2) {
         b = _mm256_loadu_ps(B + (size_t)k * ldb);
         c = _mm256_loadu_ps(B + (size_t)(k + 1) * ldb);
-        e0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + k), b, e0); o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + k + 1), c, o0);
-        e1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + k), b, e1); o1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + k + 1), c, o1);
-        e2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + k), b, e2); o2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + k + 1), c, o2);
-        e3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + k), b, e3); o3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + k + 1), c, o3);
+#pragma GCC unroll 6
+        for (r = 0; r < R; r++) {
+            e[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(A + (size_t)r * lda + k), b, e[r]);
+            o[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(A + (size_t)r * lda + k + 1), c, o[r]);
+        }
     }
     for (; k < K; k++) {
         b = _mm256_loadu_ps(B + (size_t)k * ldb);
-        e0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + k), b, e0);
-        e1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + k), b, e1);
-        e2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + k), b, e2);
-        e3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + k), b, e3);
+#pragma GCC unroll 6
+        for (r = 0; r < R; r++) e[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(A + (size_t)r * lda + k), b, e[r]);
     }
-    e0 = _mm256_add_ps(e0, o0); e1 = _mm256_add_ps(e1, o1); e2 = _mm256_add_ps(e2, o2); e3 = _mm256_add_ps(e3, o3);
-    if (accumulate) {
-        e0 = _mm256_add_ps(_mm256_loadu_ps(C), e0);
-        e1 = _mm256_add_ps(_mm256_loadu_ps(C + (size_t)ldc), e1);
-        e2 = _mm256_add_ps(_mm256_loadu_ps(C + 2 * (size_t)ldc), e2);
-        e3 = _mm256_add_ps(_mm256_loadu_ps(C + 3 * (size_t)ldc), e3);
+#pragma GCC unroll 6
+    for (r = 0; r < R; r++) {
+        b = _mm256_add_ps(e[r], o[r]);
+        if (accumulate) b = _mm256_add_ps(_mm256_loadu_ps(C + (size_t)r * ldc), b);
+        _mm256_storeu_ps(C + (size_t)r * ldc, b);
     }
-    _mm256_storeu_ps(C, e0); _mm256_storeu_ps(C + (size_t)ldc, e1);
-    _mm256_storeu_ps(C + 2 * (size_t)ldc, e2); _mm256_storeu_ps(C + 3 * (size_t)ldc, e3);
+}
+
+/* One chain from zero, 6 rows by two vectors (16 columns): OpenBLAS's KERNEL_*_k2m16n6. */
+static inline void memrl_sg_chain_6x2(int K, const float* A, int lda, const float* B, int ldb, int accumulate,
+                                      float* C, int ldc) {
+    __m256 s[6][2], b0, b1, x;
+    int r, k;
+#pragma GCC unroll 6
+    for (r = 0; r < 6; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
+    for (k = 0; k < K; k++) {
+        b0 = _mm256_loadu_ps(B + (size_t)k * ldb);
+        b1 = _mm256_loadu_ps(B + (size_t)k * ldb + 8);
+#pragma GCC unroll 6
+        for (r = 0; r < 6; r++) {
+            x = _mm256_broadcast_ss(A + (size_t)r * lda + k);
+            s[r][0] = _mm256_fmadd_ps(x, b0, s[r][0]);
+            s[r][1] = _mm256_fmadd_ps(x, b1, s[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (r = 0; r < 6; r++) {
+        if (accumulate) {
+            s[r][0] = _mm256_add_ps(_mm256_loadu_ps(C + (size_t)r * ldc), s[r][0]);
+            s[r][1] = _mm256_add_ps(_mm256_loadu_ps(C + (size_t)r * ldc + 8), s[r][1]);
+        }
+        _mm256_storeu_ps(C + (size_t)r * ldc, s[r][0]);
+        _mm256_storeu_ps(C + (size_t)r * ldc + 8, s[r][1]);
+    }
+}
+
+/* Six rows of a block of 12 (OpenBLAS's n = 12 pass), columns from ``first`` on in 16-column one-chain
+ * blocks and 8 paired columns left at the end. */
+static inline void memrl_sg_haswell_half(int first, int N, int K, const float* A, int lda, const float* B,
+                                         int ldb, int accumulate, float* C, int ldc) {
+    int j;
+    for (j = first; j + 16 <= N; j += 16) memrl_sg_chain_6x2(K, A, lda, B + j, ldb, accumulate, C + j, ldc);
+    if (j < N) memrl_sg_paired(6, K, A, lda, B + j, ldb, accumulate, C + j, ldc);
+}
+
+/* The Haswell order: OpenBLAS's sgemm_kernel_8x4_haswell_2 as its level-3 driver calls it. Rows go
+ * in blocks of 12 while 12 are left, then of 4. In a block of 12, rows 0-5 take columns 0-7 paired
+ * and then 16-column one-chain blocks from column 8; rows 6-11 take 16-column one-chain blocks from
+ * column 0; in each half, 8 columns left at the end are paired. Blocks of 4 rows are paired. */
+static inline void memrl_sg_haswell(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                                    int accumulate, float* C, int ldc) {
+    int i = 0, j;
+    for (; M - i >= 12; i += 12) {
+        const float* a = A + (size_t)i * lda;
+        float* c = C + (size_t)i * ldc;
+        memrl_sg_paired(6, K, a, lda, B, ldb, accumulate, c, ldc);
+        memrl_sg_haswell_half(8, N, K, a, lda, B, ldb, accumulate, c, ldc);
+        memrl_sg_haswell_half(0, N, K, a + 6 * (size_t)lda, lda, B, ldb, accumulate, c + 6 * (size_t)ldc, ldc);
+    }
+    for (; i < M; i += 4)
+        for (j = 0; j < N; j += 8)
+            memrl_sg_paired(4, K, A + (size_t)i * lda, lda, B + j, ldb, accumulate, C + (size_t)i * ldc + j, ldc);
 }
 
 static inline int memrl_small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B,
                                        int ldb, int accumulate, float* C, int ldc, int order) {
     int i, j;
-    if (!memrl_small_sgemm_handles(M, N, K) || (order != MEMRL_SG_ONE_CHAIN && order != MEMRL_SG_PAIRED_CHAINS))
+    if (!memrl_small_sgemm_handles(M, N, K, order))
         return 0;
+    if (order == MEMRL_SG_HASWELL) {
+        memrl_sg_haswell(M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+        return 1;
+    }
     for (i = 0; i < M; i += 4) {
         const float* a = A + (size_t)i * lda;
         float* c = C + (size_t)i * ldc;
-        if (order == MEMRL_SG_PAIRED_CHAINS)
-            for (j = 0; j < N; j += 8) memrl_sg_block_paired_4x1(K, a, lda, B + j, ldb, accumulate, c + j, ldc);
-        else if (N % 24 == 0) /* 48 columns: 2 x 24; 16, 32, 64: n x 16 */
+        if (N % 24 == 0) /* 48 columns: 2 x 24; 16, 32, 64: n x 16 */
             for (j = 0; j < N; j += 24) memrl_sg_block_4x3(K, a, lda, B + j, ldb, accumulate, c + j, ldc);
         else
             for (j = 0; j < N; j += 16) memrl_sg_block_4x2(K, a, lda, B + j, ldb, accumulate, c + j, ldc);
@@ -171,8 +240,8 @@ static inline int memrl_small_sgemm_nn(int M, int N, int K, const float* A, int 
 
 #else /* the baseline build: BLAS computes every product */
 
-static inline int memrl_small_sgemm_handles(int M, int N, int K) {
-    (void)M; (void)N; (void)K;
+static inline int memrl_small_sgemm_handles(int M, int N, int K, int order) {
+    (void)M; (void)N; (void)K; (void)order;
     return 0;
 }
 
