@@ -35,8 +35,10 @@ PRODUCTS = [
     (1, 16, 2, True, "acting: the chapter's policy output"),
 ]
 # The GRU's per-time-step products, (M, K, N): B rows of the state times W_hh^T (forward) and the
-# gate gradients times W_hh (backward), for the chapter (H 16) and wider batches.
-STEP_PRODUCTS = [(4, 16, 48), (4, 48, 16), (1, 16, 48), (8, 16, 48), (8, 48, 16), (16, 16, 48), (4, 64, 192)]
+# gate gradients times W_hh (backward), for the chapter (H 16), wider batches, and the POMDP and
+# POPGym presets (B 16 or 32, H 64).
+STEP_PRODUCTS = [(4, 16, 48), (4, 48, 16), (1, 16, 48), (8, 16, 48), (8, 48, 16), (16, 16, 48), (4, 64, 192),
+                 (16, 64, 192), (16, 192, 64), (32, 64, 192), (32, 192, 64)]
 SMOKE_PRODUCTS = [(4, 16, 48, False, "chapter recurrent step"), (1, 16, 2, True, "acting: the chapter's policy output")]
 SWEEP = [(1, 16, 2), (1, 8, 8), (4, 4, 4), (2, 16, 4), (4, 8, 8), (8, 8, 8), (4, 16, 48), (4, 48, 16), (16, 16, 16), (4, 64, 192), (16, 16, 48), (24, 24, 24), (32, 32, 32),
          (204, 16, 48), (48, 204, 16), (48, 48, 48), (100, 64, 64), (64, 64, 192), (256, 256, 768)]
