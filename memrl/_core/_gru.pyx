@@ -126,8 +126,9 @@ cdef inline void _step_product(int M, int N, int K, const floating* A, const flo
     """C (M, N) = A (M, K) @ B (K, N), or += when accumulating: the product inside the time loop.
 
     On the x86-64-v3 path, in the summation order that gives OpenBLAS's bits
-    (``small_kernel_order``), the register-blocked kernels of _small_gemm.h take the small shapes (the chapter's); everything
-    else, and the baseline path, calls gemm.
+    (``small_kernel_order``), the register-blocked kernels of _small_gemm.h take the shapes in
+    their range (the chapter's, the POMDP presets' on the haswell order); everything else, and the
+    baseline path, calls gemm.
     """
     if floating is float:
         if (_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K)
