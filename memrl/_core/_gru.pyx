@@ -92,17 +92,8 @@ def _order_matches_blas(int order):
     return True
 
 
-def small_kernel_order():
-    """The summation order in which _small_gemm.h's kernels give this machine's OpenBLAS bits:
-    "one chain" (OpenBLAS's AVX-512 sgemm kernels; up to (8, 64) @ (64, 64)), "haswell" (its
-    Haswell kernel, which CPUs with AVX2 but no AVX-512 get, e.g. AMD Zen 3; up to
-    (32, 256) @ (256, 256)), or None (neither; and always on the baseline path, which has no
-    kernels).
-
-    OpenBLAS picks its sgemm kernel by CPU, and its kernels sum k in different orders; the header
-    of _small_gemm.h defines both. Compares each order with OpenBLAS bit for bit on every blocking
-    the kernels take (``_order_matches_blas``); runs once when this module loads.
-    """
+def _matching_order():
+    """The name of the first order in ``_ORDERS`` whose kernels give OpenBLAS's bits, or None."""
     for name, order in _ORDERS.items():
         if _order_matches_blas(order):
             return name
@@ -111,8 +102,23 @@ def small_kernel_order():
 
 # The kernels run only in an order that reproduces OpenBLAS's bits, so every instruction-set path
 # of memrl computes the same run (tests/test_isa.py); elsewhere the time loop calls BLAS.
-_KERNEL_ORDER_NAME = small_kernel_order()
+_KERNEL_ORDER_NAME = _matching_order()
 cdef int _KERNEL_ORDER = _ORDERS[_KERNEL_ORDER_NAME] if _KERNEL_ORDER_NAME is not None else 0
+
+
+def small_kernel_order():
+    """The summation order in which _small_gemm.h's kernels give this machine's OpenBLAS bits,
+    which the GRU's time loops use: "one chain" (OpenBLAS's AVX-512 sgemm kernels; up to
+    (8, 64) @ (64, 64)), "haswell" (its Haswell kernel, which CPUs with AVX2 but no AVX-512 get,
+    e.g. AMD Zen 3; up to (32, 256) @ (256, 256)), or None (neither, and then the time loops call
+    BLAS; always None on the baseline path, which has no kernels).
+
+    OpenBLAS picks its sgemm kernel by CPU, and its kernels sum k in different orders; the header
+    of _small_gemm.h defines both. When this module loads it compares each order with OpenBLAS bit
+    for bit on every blocking the kernels take (``_order_matches_blas``, about 0.1 s); this returns
+    what it found.
+    """
+    return _KERNEL_ORDER_NAME
 
 
 def small_kernel_in_use():
