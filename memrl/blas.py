@@ -16,6 +16,7 @@ import os
 import sys
 
 _DEFAULT_THREADS = 1
+_threads = 1
 _lib = None
 _setter = None
 
@@ -115,11 +116,21 @@ def set_num_threads(n: int) -> bool:
     """Set the number of threads of SciPy's OpenBLAS; returns False if it cannot be found."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
+    global _threads
     fn = _find_openblas()
     if fn is None:
         return False
     fn(n)
+    _threads = n
+    seam = sys.modules.get(SEAM)  # loaded later, it reads _threads itself (blas_threads_set)
+    if seam is not None:
+        seam.note_blas_threads(n)
     return True
+
+
+def blas_threads_set() -> int:
+    """SciPy's OpenBLAS threads as ``set_num_threads`` last set them (1 before any call)."""
+    return _threads
 
 
 def pin_threads() -> None:

@@ -245,15 +245,25 @@ def _haswell_paired(M, N):
     return paired
 
 
+def _fma32(a, b, c):
+    """float32 fma(a, b, c), rounded once: the float64 product of float32 inputs is exact, and the
+    float64 sum is rounded to odd (TwoSum's error decides) before float32, so it rounds once."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c = np.broadcast_to(c, p.shape).astype(np.float64)
+    s = p + c
+    t = s - p
+    err = (p - (s - t)) + (c - t)
+    even = (s.view(np.int64) & 1) == 0
+    return np.where((err != 0) & even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s).astype(np.float32)
+
+
 def _written_out(A, B, C0, order, accumulate):
     """A @ B (+ C0) in float32, summed over k in ``order`` as the header of _small_gemm.h defines
-    it; each fused multiply-add is one float64 product (exact for float32 inputs) plus the
-    accumulator, rounded to float32."""
-    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    it, each fused multiply-add rounded once (``_fma32``)."""
     (M, K), N = A.shape, B.shape[1]
     one = np.zeros((M, N), np.float32)
     for k in range(K):
-        one = (A64[:, k:k + 1] * B64[k:k + 1] + one).astype(np.float32)
+        one = _fma32(A[:, k:k + 1], B[k:k + 1], one)
     if order == "one chain":
         s = one
     else:
@@ -261,7 +271,7 @@ def _written_out(A, B, C0, order, accumulate):
         whole = K - K % 8
         for k in range(K):
             c = k % 2 if k < whole else 0
-            chains[c] = (A64[:, k:k + 1] * B64[k:k + 1] + chains[c]).astype(np.float32)
+            chains[c] = _fma32(A[:, k:k + 1], B[k:k + 1], chains[c])
         s = np.where(_haswell_paired(M, N), chains[0] + chains[1], one)
     return C0 + s if accumulate else s
 
@@ -299,9 +309,32 @@ def test_the_small_product_kernels_refuse_unknown_orders_and_take_their_shapes_o
     from memrl._core import _gru
     A, B, out = np.ones((4, 16), np.float32), np.ones((16, 48), np.float32), np.zeros((4, 48), np.float32)
     with pytest.raises(ValueError, match="order: expected one of"):
-        _gru.small_kernel_product(A, B, out, "two chains")
+        _gru.small_kernel_product(A, B, out, "no such order")
     assert not _gru.small_kernel_product(np.ones((3, 16), np.float32), B, np.zeros((3, 48), np.float32),
                                          "one chain")
     assert _gru.small_kernel_product(A, B, out, "haswell") == (isa.selected() == "x86-64-v3")
     assert not _gru.small_kernel_product(np.ones((4, 16), np.float32), np.ones((16, 40), np.float32),
                                          np.zeros((4, 40), np.float32), "haswell")
+
+
+def test_products_openblas_would_split_across_threads_go_to_openblas():
+    # With more than one OpenBLAS thread, OpenBLAS splits products over 262144 multiply-adds across
+    # them, which changes its rounding; the time loop then leaves those to OpenBLAS.
+    from memrl import blas
+    from memrl._core import _blas, _gru
+    if _gru.small_kernel_order() != "haswell":
+        pytest.skip("only the haswell order takes products that large")
+    rng = np.random.default_rng(3)
+    A, B = rng.normal(0, 1, (32, 64)).astype(np.float32), rng.normal(0, 1, (64, 192)).astype(np.float32)
+    assert _gru.step_product(A, B, np.zeros((32, 192), np.float32))  # 393216 multiply-adds
+    assert blas.set_num_threads(2)
+    try:
+        assert _blas.blas_threads() == 2
+        got = np.zeros((32, 192), np.float32)
+        assert not _gru.step_product(A, B, got)
+        assert got.tobytes() == _blas.gemm_py(A, B, np.zeros((32, 192), np.float32), beta=0.0).tobytes()
+        assert _gru.step_product(A[:16], B, np.zeros((16, 192), np.float32))  # 196608: one thread
+    finally:
+        blas.set_num_threads(1)
+    assert _blas.blas_threads() == 1
+    assert _gru.step_product(A, B, np.zeros((32, 192), np.float32))

@@ -10,3 +10,4 @@ cdef void gemm_blas(bint trans_a, bint trans_b, int M, int N, int K, floating al
                     const floating* A, int lda, const floating* B, int ldb,
                     floating beta, floating* C, int ldc) noexcept nogil
 cdef bint routes_to_blas(long work) noexcept nogil
+cdef bint blas_single_threaded(long work) noexcept nogil

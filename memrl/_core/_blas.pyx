@@ -22,6 +22,8 @@ recurrent product (4, 16) @ (16, 48): 0.10 us against 0.52 us for the loops, 204
 baseline x86-64 ISA, no -march) only win below about 128 multiply-adds, where BLAS's call
 overhead (~30-80 ns) dominates: (1, 16) @ (16, 2)^T takes 17 ns against 78 ns.
 """
+import sys
+
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 # Crossover measured with bench/bench_matmul.py (see the module docstring and the README).
@@ -40,6 +42,32 @@ def set_small_gemm_max_work(long work):
 
 def get_small_gemm_max_work():
     return SMALL_GEMM_MAX_WORK
+
+
+# SciPy's OpenBLAS threads, as memrl.blas.set_num_threads last set them (one unless asked). With
+# more than one, OpenBLAS splits a product of more than BLAS_SINGLE_THREAD_MAX_WORK multiply-adds
+# across its threads (its interface/gemm.c: SMP_THRESHOLD_MIN 65536 x GEMM_MULTITHREAD_THRESHOLD 4),
+# and each thread blocks its own slice, which changes the rounding.
+cdef int BLAS_THREADS = sys.modules["memrl.blas"].blas_threads_set() if "memrl.blas" in sys.modules else 1
+cdef long BLAS_SINGLE_THREAD_MAX_WORK = 262144
+
+
+def note_blas_threads(int n):
+    """Record that SciPy's OpenBLAS now runs ``n`` threads (memrl.blas.set_num_threads calls it)."""
+    global BLAS_THREADS
+    if n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n}")
+    BLAS_THREADS = n
+
+
+def blas_threads():
+    """SciPy's OpenBLAS threads, as memrl.blas.set_num_threads last set them."""
+    return BLAS_THREADS
+
+
+cdef bint blas_single_threaded(long work) noexcept nogil:
+    """Whether OpenBLAS computes a product of ``work`` = M*N*K multiply-adds on one thread."""
+    return BLAS_THREADS == 1 or work <= BLAS_SINGLE_THREAD_MAX_WORK
 
 
 cdef bint routes_to_blas(long work) noexcept nogil:

@@ -29,7 +29,7 @@ dx and dh0. No allocation, no Python objects, GIL released.
 """
 from cython cimport floating
 from libc.string cimport memcpy, memset
-from memrl._core._blas cimport gemm, gemm_blas, routes_to_blas
+from memrl._core._blas cimport blas_single_threaded, gemm, gemm_blas, routes_to_blas
 from memrl._core._activations cimport sigmoid, exact_tanh, fast_tanh
 
 import numpy as np
@@ -60,11 +60,12 @@ cdef extern from "_small_gemm.h" nogil:
 
 # The summation orders of _small_gemm.h, by the name small_kernel_order() reports.
 _ORDERS = {"one chain": MEMRL_SG_ONE_CHAIN, "haswell": MEMRL_SG_HASWELL}
-# The shapes the load-time check compares: every row blocking (4s; 12; 12 + 4s), both parities of
-# the number of 8-column blocks, and depths around every unrolling boundary up to the limits.
-_CHECK_M = (4, 8, 12, 16, 28, 32)
+# The shapes the load-time check compares: every row count the kernels take (each blocking of the
+# haswell order: 4s; 12; 12 + 4s; 12 + 12 + 4s), 1, 3, 4 and 16 blocks of 16 columns, and depths
+# around every unrolling boundary (every K % 8) up to the limits.
+_CHECK_M = (4, 8, 12, 16, 20, 24, 28, 32)
 _CHECK_N = (16, 48, 64, 256)
-_CHECK_K = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 48, 63, 64, 100, 192, 256)
+_CHECK_K = (1, 2, 3, 5, 6, 7, 8, 9, 14, 15, 16, 17, 31, 32, 48, 63, 64, 100, 192, 256)
 
 
 def _order_matches_blas(int order):
@@ -93,11 +94,20 @@ def _order_matches_blas(int order):
 
 
 def _matching_order():
-    """The name of the first order in ``_ORDERS`` whose kernels give OpenBLAS's bits, or None."""
-    for name, order in _ORDERS.items():
-        if _order_matches_blas(order):
-            return name
-    return None
+    """The name of the first order in ``_ORDERS`` whose kernels give OpenBLAS's bits on one thread
+    (the time loop leaves products OpenBLAS would split across threads to OpenBLAS), or None."""
+    from memrl import blas
+    threads = blas.blas_threads_set()
+    if threads != 1:
+        blas.set_num_threads(1)
+    try:
+        for name, order in _ORDERS.items():
+            if _order_matches_blas(order):
+                return name
+        return None
+    finally:
+        if threads != 1:
+            blas.set_num_threads(threads)
 
 
 # The kernels run only in an order that reproduces OpenBLAS's bits, so every instruction-set path
@@ -133,11 +143,12 @@ cdef inline void _step_product(int M, int N, int K, const floating* A, const flo
 
     On the x86-64-v3 path, in the summation order that gives OpenBLAS's bits
     (``small_kernel_order``), the register-blocked kernels of _small_gemm.h take the shapes in
-    their range (the chapter's, the POMDP presets' on the haswell order); everything else, and the
-    baseline path, calls gemm.
+    their range (the chapter's, the POMDP presets' on the haswell order) that OpenBLAS would
+    compute on one thread (all of them unless memrl.blas.set_num_threads set more than one);
+    everything else, and the baseline path, calls gemm.
     """
     if floating is float:
-        if (_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K)
+        if (_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and blas_single_threaded(<long>M * N * K)
                 and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N, _KERNEL_ORDER)):
             return
     gemm(False, False, M, N, K, <floating>1, A, K, B, N, <floating>(1 if accumulate else 0), C, N)
@@ -469,15 +480,15 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
     with nogil:
         for r in range(repeats):
             _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
-    return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K)
+    return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and blas_single_threaded(<long>M * N * K)
                 and memrl_small_sgemm_handles(M, N, K, _KERNEL_ORDER))
 
 
 def small_kernel_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out, str order, *,
                          bint accumulate=False):
     """out = A @ B (out += A @ B with ``accumulate``) by _small_gemm.h's kernels in the summation
-    ``order`` named ("one chain" or "haswell"; the header defines both), whichever order this
-    machine's OpenBLAS uses (tests/test_isa.py checks each against its written-out definition).
+    ``order`` named ("one chain" or "haswell"; the header defines both), regardless of which order
+    this machine's OpenBLAS uses (tests/test_isa.py checks each against its written-out definition).
 
     A (M, K), B (K, N), out (M, N), float32, C-contiguous. Returns True when the kernels computed
     it, False (``out`` untouched) where they do not take it: the baseline path, which has no

@@ -22,9 +22,12 @@
  *     AVX2 but no AVX-512 get (seen on an AMD Zen 3 EPYC). Each element is either one chain from
  *     zero or paired chains: two chains from zero, even k and odd k, over each whole group of 8 k,
  *     the K % 8 last k on the even chain, and the two added; then C + s. Which elements are paired
- *     follows the kernel's blocking (memrl_sg_haswell, below). Found by reading the kernel and
- *     comparing with its bits over every K in [1, 64] and 20 block shapes.
- * Where neither matches, the time loop calls BLAS. No allocation; reentrant.
+ *     follows the kernel's blocking (memrl_sg_haswell, below). Found by comparing candidate orders
+ *     with its bits (K 1-64, 1-32 rows) and reading its sgemm_kernel_8x4_haswell_2.c and level-3
+ *     driver; within these limits OpenBLAS splits neither K nor the columns (its Haswell sgemm
+ *     blocks are 320), and on one thread it does not split the product at all.
+ * Where neither matches, the time loop calls BLAS. C must not overlap A or B. No allocation;
+ * reentrant.
  */
 #ifndef MEMRL_SMALL_GEMM_H
 #define MEMRL_SMALL_GEMM_H
