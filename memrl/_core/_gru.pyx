@@ -137,6 +137,15 @@ def small_kernel_in_use():
     return _KERNEL_ORDER != 0
 
 
+cdef inline bint _kernel_takes(int M, int N, int K) noexcept nogil:
+    """Whether the time loop computes this float32 product with _small_gemm.h's kernels: an order
+    matched OpenBLAS at load, the product is past the plain loops' size, OpenBLAS would compute it
+    on one thread, and the kernels take its shape."""
+    cdef long work = <long>M * N * K
+    return (_KERNEL_ORDER != 0 and routes_to_blas(work) and blas_single_threaded(work)
+            and memrl_small_sgemm_handles(M, N, K, _KERNEL_ORDER))
+
+
 cdef inline void _step_product(int M, int N, int K, const floating* A, const floating* B,
                                bint accumulate, floating* C) noexcept nogil:
     """C (M, N) = A (M, K) @ B (K, N), or += when accumulating: the product inside the time loop.
@@ -148,8 +157,8 @@ cdef inline void _step_product(int M, int N, int K, const floating* A, const flo
     everything else, and the baseline path, calls gemm.
     """
     if floating is float:
-        if (_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and blas_single_threaded(<long>M * N * K)
-                and memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N, _KERNEL_ORDER)):
+        if _kernel_takes(M, N, K):
+            memrl_small_sgemm_nn(M, N, K, A, K, B, N, accumulate, C, N, _KERNEL_ORDER)
             return
     gemm(False, False, M, N, K, <floating>1, A, K, B, N, <floating>(1 if accumulate else 0), C, N)
 
@@ -480,8 +489,7 @@ def step_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out
     with nogil:
         for r in range(repeats):
             _step_product(M, N, K, &A[0, 0], &B[0, 0], accumulate, &out[0, 0])
-    return bool(_KERNEL_ORDER != 0 and routes_to_blas(<long>M * N * K) and blas_single_threaded(<long>M * N * K)
-                and memrl_small_sgemm_handles(M, N, K, _KERNEL_ORDER))
+    return bool(_kernel_takes(M, N, K))
 
 
 def small_kernel_product(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] out, str order, *,
@@ -501,8 +509,6 @@ def small_kernel_product(const float[:, ::1] A, const float[:, ::1] B, float[:, 
     if A.shape[0] != M or B.shape[0] != K or B.shape[1] != N:
         raise ValueError(f"A, B, out: expected shapes (M, K), (K, N), (M, N), got ({A.shape[0]}, {A.shape[1]}), "
                          f"({B.shape[0]}, {B.shape[1]}), ({out.shape[0]}, {out.shape[1]})")
-    if not memrl_small_sgemm_handles(M, N, K, code):
-        return False
     with nogil:
         done = memrl_small_sgemm_nn(M, N, K, &A[0, 0], K, &B[0, 0], N, accumulate, &out[0, 0], N, code)
     return bool(done)

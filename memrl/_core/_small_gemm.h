@@ -39,7 +39,6 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-
 /* Blocks of 4 rows by V = 3 or 2 vectors of 8 columns, written out so that the 4 * V accumulators
  * stay in registers (at most 12 of AVX2's 16); both run in tests/test_isa.py against OpenBLAS. */
 static inline void memrl_sg_block_4x3(int K, const float* A, int lda, const float* B, int ldb,
