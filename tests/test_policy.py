@@ -180,20 +180,45 @@ def test_loading_something_else_is_refused(tmp_path):
         Policy.load(tmp_path / "bad.npz")
 
 
-def test_policy_runs_without_the_compiled_core(tmp_path):
+def discrete_actor_file(path):
+    """A discrete SAC actor (MultiDiscrete([3, 4]) actions, previous action and reward inputs) exported
+    with its environment record: observations (3,), actions (2,) int64."""
+    from memrl.config import Config
+    from memrl.discrete_sac import DiscreteSAC
+
+    agent = DiscreteSAC(Config(environment="gymnasium:CartPole-v1", sequence_length=4, actor_hidden_dim=5,
+                               critic_hidden_dim=5), 3 + 7 + 1, [3, 4], seed=0)
+    spec = {"name": "x", "kwargs": {}, "observation_shape": [3], "observation_space": [{"kind": "box", "shape": [3]}],
+            "action_space": {"kind": "multi_discrete", "nvec": [3, 4], "start": [0, 0], "shape": [2],
+                             "dtype": "int64"},
+            "history_inputs": {"previous_action": True, "previous_reward": True}}
+    export_policy(path, agent.actor, action_dim=2, environment=spec)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete"])
+def test_policy_runs_without_the_compiled_core(tmp_path, kind):
+    """A policy file loads and acts with NumPy alone: neither memrl's compiled core, memrl.nn nor
+    SciPy is imported."""
     path = tmp_path / "policy.npz"
-    export_policy(path, chapter_actor(), action_dim=1)
+    if kind == "continuous":
+        export_policy(path, chapter_actor(), action_dim=1)
+        shape, dtype, obs_dim = (2, 1), "float32", 1
+    else:
+        discrete_actor_file(path)
+        shape, dtype, obs_dim = (2, 2), "int64", 3
     code = textwrap.dedent(f"""
         import sys
         import numpy as np
         from memrl.policy import Policy
         policy = Policy.load({str(path)!r})
         policy.reset(2)
+        reward = None
         for _ in range(5):
-            action = policy.act(np.ones((2, 1), np.float32))
+            action = policy.act(np.ones((2, {obs_dim}), np.float32), **({{}} if reward is None else {{"reward": reward}}))
+            reward = np.ones(2) if policy.previous_reward_input else None
         policy.reset_rows(np.array([True, False]))
-        assert action.shape == (2, 1)
-        loaded = sorted(m for m in sys.modules if m.startswith("memrl._core") or m == "memrl.nn")
+        assert action.shape == {shape!r} and action.dtype == np.{dtype}, (action.shape, action.dtype)
+        loaded = sorted(m for m in sys.modules if m.startswith(("memrl._core", "scipy")) or m == "memrl.nn")
         assert not loaded, loaded
         print("ok")
     """)

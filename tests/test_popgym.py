@@ -19,8 +19,13 @@ def test_the_registry_is_popgyms_48_environments():
     assert len(POPGYM_IDS) == 48
 
 
+STEPS, WARMUP = 300, 100
+"""Each environment runs STEPS steps: WARMUP random ones, then one update of every network a step."""
+
+
 @pytest.mark.parametrize("env_id", POPGYM_IDS)
 def test_every_popgym_environment_trains(env_id):
+    from memrl.__main__ import build_parser, requested_changes
     from memrl.config import preset
     from memrl.loop import Trainer
 
@@ -28,16 +33,22 @@ def test_every_popgym_environment_trains(env_id):
     discrete = not isinstance(raw.action_space, gym.spaces.Box)
     # a SAC preset: discrete SAC for discrete actions (losses at every step), SAC for the pendulums
     name = "popgym-repeat-previous-easy" if discrete else "popgym-position-only-pendulum-easy"
-    cfg = preset(name).replace(
-        environment=f"gymnasium:{env_id}", environment_kwargs={}, total_steps=120, n_warmup_steps=40,
-        n_warmup_steps_critic=40, n_warmup_steps_actor=40, sequence_length=4, batch_size=2, actor_hidden_dim=4,
-        critic_hidden_dim=4, threads=1, n_evaluation_episodes=1)
+    # the configuration `python -m memrl train NAME --env gymnasium:<id> ...` runs, tiny networks
+    args = build_parser().parse_args(
+        ["train", name, "--env", f"gymnasium:{env_id}", "--steps", str(STEPS)]
+        + [a for kv in (f"n_warmup_steps={WARMUP}", f"n_warmup_steps_critic={WARMUP}",
+                        f"n_warmup_steps_actor={WARMUP}", "sequence_length=4", "batch_size=2",
+                        "actor_hidden_dim=4", "critic_hidden_dim=4", "threads=1", "n_evaluation_episodes=1")
+           for a in ("--set", kv)])
+    cfg = preset(args.preset).replace(**requested_changes(args)).validate()
+    assert cfg.environment == f"gymnasium:{env_id}" and cfg.total_steps == STEPS
     trainer = Trainer(cfg, 0)
     assert (type(trainer.agent).__name__ == "DiscreteSAC") == discrete
     while not trainer.step():
         pass
-    assert trainer.agent.critics[0].adam_t > 0 and np.isfinite(trainer.agent.actor.params).all()
-    stored = trainer.buffer.action[0, :120]
+    assert trainer.step_count == STEPS
+    assert trainer.agent.critics[0].adam_t == STEPS - WARMUP and np.isfinite(trainer.agent.actor.params).all()
+    stored = trainer.buffer.action[0, :STEPS]
     if discrete:
         assert (stored == np.floor(stored)).all() and (stored >= 0).all()
         assert (stored < np.array(trainer.agent.action_nvec)).all()

@@ -126,23 +126,32 @@ def test_history_inputs_agree_in_rollout_replay_and_sampling():
         np.testing.assert_array_equal(batch.observations[t_, b], obs[batch.transition_index[t_, b]])
 
 
-def test_exported_discrete_policy_with_history_inputs_acts_as_training(tmp_path):
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_exported_policy_with_history_inputs_acts_as_training(tmp_path, kind):
     """The NumPy policy file, fed raw observations and rewards, takes the agent's deterministic
-    actions on the wrapper's observations, through resets, and its noise samples as rollouts do."""
+    actions on the wrapper's observations, through resets, in the environment's units: the
+    category for discrete SAC (CartPole-V), the torque in [-2, 2] for continuous SAC (Gymnasium's
+    Pendulum-v1, whose previous-action input is the agent's action in [-1, 1])."""
     from memrl.envs import build_environment
     from memrl.loop import train
     from memrl.policy import Policy
 
-    cfg = small("cartpole-v-sac")
+    if kind == "discrete":
+        cfg = small("cartpole-v-sac")
+    else:
+        cfg = small("pendulum-p-sac", environment="gymnasium:Pendulum-v1", environment_kwargs={})
     result = train(cfg, 2, log_dir=str(tmp_path / "run"), print_fn=None)
     agent = result.trainer.agent
     policy = Policy.load(tmp_path / "run" / "policy.npz")
-    assert policy.discrete and policy.action_nvec == [2] and policy.previous_reward_input
+    assert policy.previous_action_input and policy.previous_reward_input
+    assert policy.discrete == (kind == "discrete")
+    if kind == "discrete":
+        assert policy.action_nvec == [2]
     env = build_environment(cfg, 7)  # the wrapper: what the agent saw in training
     raw = env.env  # the Gymnasium adapter's raw observations, as a user has them
     state = agent.actor.initial_state(1)
     obs, _ = env.reset(seed=7)
-    reward, steps = None, 0
+    reward, steps, torques = None, 0, []
     policy.reset(1)
     for _ in range(3):
         done = False
@@ -152,7 +161,14 @@ def test_exported_discrete_policy_with_history_inputs_acts_as_training(tmp_path)
             reset[:] = 0
             raw_obs = obs[:raw.observation_dim]
             theirs = policy.act(raw_obs, reward=reward)
-            assert int(theirs) == int(mine[0, 0])
+            if kind == "discrete":
+                assert int(theirs) == int(mine[0, 0])
+            else:
+                expected = raw.env_action(mine[0])
+                np.testing.assert_allclose(expected, 2 * mine[0], rtol=1e-6)  # Pendulum-v1: [-2, 2]
+                assert theirs.shape == (1,) and theirs.dtype == np.float32
+                np.testing.assert_allclose(theirs, expected, rtol=0, atol=1e-5)
+                torques.append(float(expected[0]))
             obs, reward, terminated, truncated, _ = env.step(mine[0])
             done = terminated or truncated
             steps += 1
@@ -160,6 +176,8 @@ def test_exported_discrete_policy_with_history_inputs_acts_as_training(tmp_path)
         policy.reset_rows(np.ones(1, bool))
         reward = None
     assert steps > 20
+    if kind == "continuous":  # torques, twice the agent's action: the two units differ here
+        assert max(abs(t) for t in torques) > 0.1
     with pytest.raises(ValueError, match="reward: expected the reward"):
         policy.act(obs[:raw.observation_dim])
         policy.act(obs[:raw.observation_dim])
