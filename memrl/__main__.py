@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
 from memrl import __version__
-from memrl.config import PRESETS, Config, preset
+from memrl.config import PRESET_DOCS, PRESETS, Config, preset
 
 BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 NONES = ("none", "null")
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tensorboard_argument(train)
 
     presets = sub.add_parser("presets", help="list the presets, or show one's settings")
-    presets.add_argument("name", nargs="?", default=None, help="show this preset's settings as JSON")
+    presets.add_argument("name", nargs="?", default=None, help="show this preset's summary, source and settings")
+    presets.add_argument("--json", action="store_true", help="with NAME: print the settings only, as JSON")
 
     export = sub.add_parser("export", help="write a policy file from a run directory or a training checkpoint")
     export.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -292,39 +294,25 @@ def _train(args) -> int:
 
 
 def _presets(args) -> int:
+    if args.name is None and args.json:
+        return _error("--json: expected a preset NAME before it")
     if args.name is None:
         width = max(map(len, PRESETS))
         for name in sorted(PRESETS):
-            doc = PRESET_SUMMARIES.get(name, "")
-            print(f"{name:<{width}}  {doc}")
-        print("\n'python -m memrl presets NAME' shows a preset's settings.")
+            summary = PRESET_DOCS[name].split("\n")[0]
+            print(f"{name:<{width}}  {summary}")
+        print("\n'python -m memrl presets NAME' shows a preset's source and settings.")
         return 0
     try:
         config = preset(args.name)
     except ValueError as exc:
         return _error(exc)
+    if not args.json:
+        for paragraph in PRESET_DOCS[args.name].split("\n"):
+            print(textwrap.fill(paragraph, 100, break_on_hyphens=False))
+        print()
     print(json.dumps(config.to_dict(), indent=2))
     return 0
-
-
-PRESET_SUMMARIES = {
-    "memory-chapter": "recurrent SAC on the counting task, the RLtools memory chapter value for value",
-    "memory-chapter-td3": "recurrent TD3 on the counting task",
-    "pendulum-sac": "feed-forward SAC on memrl's Pendulum (fully observed)",
-    "pendulum-td3": "feed-forward TD3 on memrl's Pendulum (fully observed)",
-    "pendulum-p-sac": "recurrent SAC on Pendulum observing the angle only (pomdp-baselines' Pendulum-P)",
-    "pendulum-p-td3": "recurrent TD3 on Pendulum observing the angle only (pomdp-baselines' Pendulum-P)",
-    "pendulum-v-sac": "recurrent SAC on Pendulum observing the velocity only (pomdp-baselines' Pendulum-V)",
-    "pendulum-v-td3": "recurrent TD3 on Pendulum observing the velocity only (pomdp-baselines' Pendulum-V)",
-    "cartpole-p-sac": "recurrent discrete SAC on CartPole-v1 observing positions only (pomdp-baselines' CartPole-P)",
-    "cartpole-v-sac": "recurrent discrete SAC on CartPole-v1 observing velocities only (pomdp-baselines' CartPole-V)",
-    "popgym-repeat-previous-easy": "recurrent discrete SAC on POPGym's RepeatPreviousEasy (memrl[popgym])",
-    "popgym-repeat-first-easy": "recurrent discrete SAC on POPGym's RepeatFirstEasy (memrl[popgym])",
-    "popgym-position-only-cartpole-easy": "recurrent discrete SAC on POPGym's PositionOnlyCartPoleEasy (memrl[popgym])",
-    "popgym-velocity-only-cartpole-easy": "recurrent discrete SAC on POPGym's VelocityOnlyCartpoleEasy (memrl[popgym])",
-    "popgym-position-only-pendulum-easy": "recurrent SAC on POPGym's PositionOnlyPendulumEasy (memrl[popgym])",
-    "popgym-multiarmed-bandit-easy": "recurrent discrete SAC on POPGym's MultiarmedBanditEasy (memrl[popgym])",
-}
 
 
 def _export(args) -> int:

@@ -40,6 +40,7 @@ MISTAKES = [
     (["train", "memory-chapter", "--steps", "0"], "--steps: expected a positive integer"),
     (["train", "memory-chapter", "--seed", "-1"], "--seed: expected a non-negative integer"),
     (["presets", "nope"], "preset: expected one of"),
+    (["presets", "--json"], "--json: expected a preset NAME"),
 ]
 
 
@@ -88,9 +89,13 @@ def test_presets_lists_all_and_shows_one():
     assert listing.returncode == 0
     for name in ("memory-chapter", "memory-chapter-td3", "pendulum-sac", "pendulum-td3"):
         assert re.search(rf"^{name}\s+\S", listing.stdout, re.M), listing.stdout
-    one = cli("presets", "pendulum-td3")
+    one = cli("presets", "pendulum-td3", "--json")
     shown = json.loads(one.stdout)
     assert shown == preset("pendulum-td3").to_dict()
+    described = cli("presets", "pendulum-p-sac")
+    doc, _, settings = described.stdout.partition("\n\n")
+    assert doc.startswith("Recurrent SAC on Pendulum observing the angle only") and "Source: Ni et al. 2022" in doc
+    assert json.loads(settings) == preset("pendulum-p-sac").to_dict()
 
 
 @pytest.mark.parametrize("raw, value", [

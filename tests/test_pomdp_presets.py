@@ -4,16 +4,18 @@ import importlib.util
 
 import pytest
 
-from memrl.__main__ import PRESET_SUMMARIES
-from memrl.config import PRESETS, preset
+from memrl.config import PRESET_DOCS, PRESETS, preset
 
 POMDP = ["pendulum-p-sac", "pendulum-p-td3", "pendulum-v-sac", "pendulum-v-td3", "cartpole-p-sac", "cartpole-v-sac"]
 POPGYM = ["popgym-repeat-previous-easy", "popgym-repeat-first-easy", "popgym-position-only-cartpole-easy",
           "popgym-velocity-only-cartpole-easy", "popgym-position-only-pendulum-easy", "popgym-multiarmed-bandit-easy"]
 
 
-def test_every_preset_has_a_summary():
-    assert set(PRESET_SUMMARIES) == set(PRESETS)
+def test_every_preset_has_a_summary_and_a_source():
+    assert set(PRESET_DOCS) == set(PRESETS)
+    for name, doc in PRESET_DOCS.items():
+        summary, source = doc.split("\n")
+        assert summary.endswith(".") and source.startswith("Source: ") and source.endswith("."), name
 
 
 @pytest.mark.parametrize("name", POMDP + POPGYM)
