@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 
@@ -527,5 +528,18 @@ def main(argv: list[str] | None = None) -> int:
     return _train(args)
 
 
+def console_main() -> int:
+    """``main()`` as the entry point of ``python -m memrl`` and the ``memrl`` script: a reader that
+    closes the pipe early (``presets | head``) ends the command quietly with status 141, as for a
+    POSIX tool stopped by SIGPIPE, instead of a traceback."""
+    try:
+        status = main()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

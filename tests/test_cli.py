@@ -98,6 +98,18 @@ def test_presets_lists_all_and_shows_one():
     assert json.loads(settings) == preset("pendulum-p-sac").to_dict()
 
 
+def test_a_reader_closing_the_pipe_ends_the_command_quietly():
+    """``python -m memrl presets | head -1``: no traceback, status 141 (stopped by SIGPIPE)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        out = subprocess.run([sys.executable, "-m", "memrl", "presets", "memory-chapter"], stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert out.returncode == 141 and out.stderr == "", out.stderr
+
+
 @pytest.mark.parametrize("raw, value", [
     ("true", True), ("True", True), ("YES", True), ("on", True), ("false", False), ("No", False), ("OFF", False),
     ("null", None), ("None", None), ("3", 3), ("0.5", 0.5), ("[1, 2]", [1, 2]), ("fast", "fast"),
