@@ -62,6 +62,15 @@ def requested_changes(args) -> dict:
     return changes
 
 
+def new_run_config(args) -> Config:
+    """The configuration a new ``train PRESET ...`` run trains: the preset with the command's
+    changes (``requested_changes``), validated. Raises ValueError without a preset name."""
+    if args.preset is None:
+        raise ValueError("preset: expected a preset name (or --resume DIR); "
+                         f"one of {', '.join(sorted(PRESETS))}")
+    return preset(args.preset).replace(**requested_changes(args)).validate()
+
+
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """``key=value`` pairs (``a.b=v`` sets a nested field) applied to ``config``, as ``Config.replace``."""
     return config.replace(**parse_overrides(overrides))
@@ -198,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="progress line interval when output is not a terminal (default 10000)")
     add_tensorboard_argument(train)
 
-    presets = sub.add_parser("presets", help="list the presets, or show one's settings")
+    presets = sub.add_parser("presets", help="list the presets, or show one's source and settings")
     presets.add_argument("name", nargs="?", default=None, help="show this preset's summary, source and settings")
     presets.add_argument("--json", action="store_true", help="with NAME: print the settings only, as JSON")
 
@@ -236,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message) -> int:
+    """Print ``message`` as one line, ``memrl: error: ...``; returns the exit status 2. A closed
+    output pipe (an ``OSError`` the commands catch) is no mistake to report: it is raised again for
+    ``console_main``."""
+    if isinstance(message, BrokenPipeError):
+        raise message
     text = " ".join(str(message).split())  # one line, whatever the exception held
     print(f"memrl: error: {text}", file=sys.stderr)
     return 2
@@ -270,14 +284,11 @@ def _train(args) -> int:
             config = base.replace(**changes).replace(**keep)
             log_dir, resume = args.resume, True
         else:
-            if args.preset is None:
-                raise ValueError("preset: expected a preset name (or --resume DIR); "
-                                 f"one of {', '.join(sorted(PRESETS))}")
-            config = preset(args.preset).replace(**changes).validate()
+            config = new_run_config(args)
             log_dir, resume = args.log_dir, False
         hooks = tensorboard_hooks(args, log_dir)
-        result = train(config, seed=args.seed, log_dir=log_dir, resume=resume, overwrite=args.overwrite,
-                       print_fn=report.print, progress=report, progress_interval=report.interval, hooks=hooks)
+        train(config, seed=args.seed, log_dir=log_dir, resume=resume, overwrite=args.overwrite,
+              print_fn=report.print, progress=report, progress_interval=report.interval, hooks=hooks)
         close_hooks(hooks)
     except TrainingDiverged as exc:
         report.close()
@@ -296,7 +307,7 @@ def _train(args) -> int:
 
 def _presets(args) -> int:
     if args.name is None and args.json:
-        return _error("--json: expected a preset NAME before it")
+        return _error("--json: needs a preset NAME")
     if args.name is None:
         width = max(map(len, PRESETS))
         for name in sorted(PRESETS):

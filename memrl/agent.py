@@ -70,7 +70,8 @@ class Agent:
 
     def __init__(self, config: Config, observation_dim: int, action_dim: int, seed: int, *, dtype=np.float32):
         cfg = self.config = config
-        self.observation_dim, self.action_dim = O, A = observation_dim, action_dim
+        self.observation_dim, self.action_dim = observation_dim, action_dim
+        O = observation_dim
         self.dtype = np.dtype(dtype)
         seeds = np.random.SeedSequence(seed).generate_state(3)
         net = dict(gates=cfg.gru_gates, recurrent=cfg.recurrent, dtype=self.dtype, gru_layers=cfg.gru_layers)

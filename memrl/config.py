@@ -440,7 +440,7 @@ PRESETS: dict[str, Config] = {
     "pendulum-td3": _feed_forward(algorithm="td3", actor_training_interval=2, critic_target_update_interval=2),
     # pomdp-baselines' classic POMDPs (Ni et al. 2022, envs/pomdp/__init__.py): Pendulum observing only
     # the angle's cos and sin ("P") or only the angular velocity ("V"), memrl's own pendulum (Gymnasium's
-    # Pendulum-v1 dynamics, 200 steps); recurrent SAC and TD3 (configs/pomdp/pendulum/v/{sac,td3}_rnn.yml).
+    # Pendulum-v1 dynamics, 200 steps); recurrent SAC and TD3 (configs/pomdp/pendulum/v/rnn.yml, --algo sac/td3).
     # Their networks are Dense-GRU-GRU-Dense-Dense (a hidden Dense layer between the GRUs and the output,
     # as pomdp-baselines' MLP heads): on Pendulum-V, seed 1, the 3-layer Dense-GRU-Dense stack reached
     # -1106 at 8000 steps and -506 at 20000, this one -290 at 8000 and -123 at 12000 (docs/pomdp.md).
@@ -475,37 +475,38 @@ PRESETS: dict[str, Config] = {
 
 
 _POMDP_SOURCE = ("Source: Ni et al. 2022, \"Recurrent Model-Free RL Can Be a Strong Baseline for Many POMDPs\" "
-                 "(pomdp-baselines: envs/pomdp, configs/pomdp/{task}/v/{config}); the settings that differ "
-                 "from it, and why, are in docs/pomdp.md.")
+                 "(pomdp-baselines: envs/pomdp, configs/pomdp/{task}/v/rnn.yml{algo}); the settings that "
+                 "differ from it, and why, are in docs/pomdp.md.")
 _POPGYM_SOURCE = ("Source: Morad et al. 2023, \"POPGym: Benchmarking Partially Observable Reinforcement "
                   "Learning\" (the task, its Easy level and the MMER score); agent settings as pomdp-baselines' "
-                  "recurrent {agent} (Ni et al. 2022). Needs pip install 'memrl[popgym]'.")
+                  "recurrent {agent} (Ni et al. 2022), with the differences docs/pomdp.md gives. Needs pip install "
+                  "'memrl[popgym]'.")
 
 PRESET_DOCS: dict[str, str] = {
     "memory-chapter": "Recurrent SAC on the counting task, the RLtools memory chapter value for value.\n"
                       "Source: RLtools (Eschmann et al. 2024), documentation chapter \"Memory\" "
                       "(rl_tools/rl/environments/memory, the chapter's OffPolicyRunner settings).",
-    "memory-chapter-td3": "Recurrent TD3 on the counting task: the chapter's settings with TD3's policy delay 2 "
-                          "and target smoothing.\nSource: Fujimoto et al. 2018 (TD3) on the RLtools chapter's "
-                          "task and networks.",
+    "memory-chapter-td3": "Recurrent TD3 on the counting task: the chapter's settings, with target updates "
+                          "every second critic update and the actor's lr 1e-3.\nSource: Fujimoto et al. 2018 "
+                          "(TD3: policy delay, target smoothing) on the RLtools chapter's task and networks.",
     "pendulum-sac": "Feed-forward SAC on memrl's Pendulum (fully observed; Gymnasium's Pendulum-v1 dynamics).\n"
                     "Source: Haarnoja et al. 2018 (SAC); the sizes of RLtools' Pendulum SAC example "
                     "(src/rl/environments/pendulum/sac: batches of 100, 3-layer 64-unit MLPs), gamma 0.99, lr 1e-3.",
     "pendulum-td3": "Feed-forward TD3 on memrl's Pendulum (fully observed).\n"
                     "Source: Fujimoto et al. 2018 (TD3), with pendulum-sac's settings.",
     "pendulum-p-sac": "Recurrent SAC on Pendulum observing the angle only (Pendulum-P).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", config="sac_rnn.yml"),
+                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo sac"),
     "pendulum-p-td3": "Recurrent TD3 on Pendulum observing the angle only (Pendulum-P).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", config="td3_rnn.yml"),
+                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo td3"),
     "pendulum-v-sac": "Recurrent SAC on Pendulum observing the angular velocity only (Pendulum-V).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", config="sac_rnn.yml"),
+                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo sac"),
     "pendulum-v-td3": "Recurrent TD3 on Pendulum observing the angular velocity only (Pendulum-V).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", config="td3_rnn.yml"),
+                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo td3"),
     "cartpole-p-sac": "Recurrent discrete SAC on CartPole-v1 observing positions only (CartPole-P).\n"
-                      + _POMDP_SOURCE.format(task="cartpole", config="rnn.yml")
+                      + _POMDP_SOURCE.format(task="cartpole", algo=", algo: sacd")
                       + " Discrete SAC: Christodoulou 2019.",
     "cartpole-v-sac": "Recurrent discrete SAC on CartPole-v1 observing velocities only (CartPole-V).\n"
-                      + _POMDP_SOURCE.format(task="cartpole", config="rnn.yml")
+                      + _POMDP_SOURCE.format(task="cartpole", algo=", algo: sacd")
                       + " Discrete SAC: Christodoulou 2019.",
     "popgym-repeat-previous-easy": "Recurrent discrete SAC on POPGym's RepeatPreviousEasy.\n"
                                    + _POPGYM_SOURCE.format(agent="discrete SAC"),
@@ -521,6 +522,7 @@ PRESET_DOCS: dict[str, str] = {
                                      + _POPGYM_SOURCE.format(agent="discrete SAC"),
 }
 """Each preset's docstring: a one-line summary, then its source (paper or library)."""
+
 
 def preset(name: str) -> Config:
     """A copy of a named preset."""

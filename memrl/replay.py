@@ -44,9 +44,7 @@ equal to RLtools' batches.
 from __future__ import annotations
 
 import math
-import numbers
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

@@ -87,6 +87,25 @@ def short_run(total_steps: int, **changes) -> Config:
     return preset("memory-chapter").replace(total_steps=total_steps, **{**SHORT_RUN, **changes})
 
 
+def export_discrete_actor(path, *, history: bool):
+    """A small discrete SAC agent for Box (3,) observations and MultiDiscrete([3, 4]) actions (with
+    ``history``, the previous action and reward as inputs too: 3 + 7 + 1 of them), its actor
+    exported to ``path`` with that environment record. Returns the agent."""
+    from gymnasium import spaces
+
+    from memrl.discrete_sac import DiscreteSAC
+    from memrl.policy import export_policy
+    from memrl.spaces import describe_action_space
+
+    agent = DiscreteSAC(Config(sequence_length=4, actor_hidden_dim=5, critic_hidden_dim=5),
+                        3 + (7 + 1 if history else 0), [3, 4], seed=0)
+    spec = {"name": "x", "kwargs": {}, "observation_shape": [3], "observation_space": [{"kind": "box", "shape": [3]}],
+            "action_space": describe_action_space(spaces.MultiDiscrete([3, 4])),
+            "history_inputs": {"previous_action": history, "previous_reward": history}}
+    export_policy(path, agent.actor, action_dim=2, environment=spec)
+    return agent
+
+
 def small_task(**changes) -> Config:
     """The memory task at horizon 3 (bits with probability 0.5, 100-step episodes), 4000 steps:
     enough for SAC to learn to count (tests/test_learning.py), and the base of the loop's tests."""

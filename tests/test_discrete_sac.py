@@ -165,7 +165,6 @@ def spec_critic_loss(agent, i, batch):
     y_t = r_t + gamma (1 - term_t) sum_a pi(a|h') [min_j Q'_j(h', a) - alpha log pi(a|h')] (+ alpha H_t
     for the current-step bonus), h' the target window's next slot."""
     cfg = agent.config
-    L, B = batch.sequence_length, batch.batch_size
     d = batch.target_offset
     obs_t = batch.target_observations.astype(np.float64)
     dist = distributions(agent, obs_t, batch.target_window_reset)

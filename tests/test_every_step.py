@@ -5,7 +5,6 @@ critic run over the window with the replayed actions at every step before t and 
 at t, read at t (one forward per step). The engine computes it as a one-step branch off the
 replayed pass's state; nothing of that is shared here.
 """
-import math
 
 import numpy as np
 from hypothesis import given, settings, strategies as st

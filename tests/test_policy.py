@@ -8,7 +8,7 @@ import pytest
 from memrl.checkpoint import CheckpointError, save_checkpoint
 from memrl.nn import GRU, Dense, Sequential, TanhGaussianHead
 from memrl.policy import Policy, export_policy
-from helpers import run_python
+from helpers import export_discrete_actor, run_python
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,21 +180,6 @@ def test_loading_something_else_is_refused(tmp_path):
         Policy.load(tmp_path / "bad.npz")
 
 
-def discrete_actor_file(path):
-    """A discrete SAC actor (MultiDiscrete([3, 4]) actions, previous action and reward inputs) exported
-    with its environment record: observations (3,), actions (2,) int64."""
-    from memrl.config import Config
-    from memrl.discrete_sac import DiscreteSAC
-
-    agent = DiscreteSAC(Config(environment="gymnasium:CartPole-v1", sequence_length=4, actor_hidden_dim=5,
-                               critic_hidden_dim=5), 3 + 7 + 1, [3, 4], seed=0)
-    spec = {"name": "x", "kwargs": {}, "observation_shape": [3], "observation_space": [{"kind": "box", "shape": [3]}],
-            "action_space": {"kind": "multi_discrete", "nvec": [3, 4], "start": [0, 0], "shape": [2],
-                             "dtype": "int64"},
-            "history_inputs": {"previous_action": True, "previous_reward": True}}
-    export_policy(path, agent.actor, action_dim=2, environment=spec)
-
-
 @pytest.mark.parametrize("kind", ["continuous", "discrete"])
 def test_policy_runs_without_the_compiled_core(tmp_path, kind):
     """A policy file loads and acts with NumPy alone: neither memrl's compiled core, memrl.nn nor
@@ -204,7 +189,7 @@ def test_policy_runs_without_the_compiled_core(tmp_path, kind):
         export_policy(path, chapter_actor(), action_dim=1)
         shape, dtype, obs_dim = (2, 1), "float32", 1
     else:
-        discrete_actor_file(path)
+        export_discrete_actor(path, history=True)
         shape, dtype, obs_dim = (2, 2), "int64", 3
     code = textwrap.dedent(f"""
         import sys
@@ -213,8 +198,10 @@ def test_policy_runs_without_the_compiled_core(tmp_path, kind):
         policy = Policy.load({str(path)!r})
         policy.reset(2)
         reward = None
-        for _ in range(5):
-            action = policy.act(np.ones((2, {obs_dim}), np.float32), **({{}} if reward is None else {{"reward": reward}}))
+        noise = np.random.default_rng(0).standard_normal((5, *{shape!r}), dtype=np.float32)
+        for i in range(5):  # deterministic, then sampled (a discrete policy's inverse CDF uses erfc)
+            history = {{}} if reward is None else {{"reward": reward}}
+            action = policy.act(np.ones((2, {obs_dim}), np.float32), noise[i] if i % 2 else None, **history)
             reward = np.ones(2) if policy.previous_reward_input else None
         policy.reset_rows(np.array([True, False]))
         assert action.shape == {shape!r} and action.dtype == np.{dtype}, (action.shape, action.dtype)

@@ -2,12 +2,13 @@
 steps through ``gymnasium:popgym-<Name>-v0``, as ``--env`` sets it, with tiny networks: discrete
 SAC for Discrete and MultiDiscrete actions, SAC for the pendulums; observations Box, Discrete,
 MultiDiscrete and Tuples of them. Skipped without POPGym."""
-import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from helpers import set_args
 
 popgym = pytest.importorskip("popgym")
 gym = pytest.importorskip("gymnasium")
@@ -20,13 +21,12 @@ def test_the_registry_is_popgyms_48_environments():
 
 
 STEPS, WARMUP = 300, 100
-"""Each environment runs STEPS steps: WARMUP random ones, then one update of every network a step."""
+"""Each environment runs STEPS steps: WARMUP random ones, then one update of the critics and the actor a step."""
 
 
 @pytest.mark.parametrize("env_id", POPGYM_IDS)
 def test_every_popgym_environment_trains(env_id):
-    from memrl.__main__ import build_parser, requested_changes
-    from memrl.config import preset
+    from memrl.__main__ import build_parser, new_run_config
     from memrl.loop import Trainer
 
     raw = gym.make(env_id)
@@ -36,18 +36,19 @@ def test_every_popgym_environment_trains(env_id):
     # the configuration `python -m memrl train NAME --env gymnasium:<id> ...` runs, tiny networks
     args = build_parser().parse_args(
         ["train", name, "--env", f"gymnasium:{env_id}", "--steps", str(STEPS)]
-        + [a for kv in (f"n_warmup_steps={WARMUP}", f"n_warmup_steps_critic={WARMUP}",
-                        f"n_warmup_steps_actor={WARMUP}", "sequence_length=4", "batch_size=2",
-                        "actor_hidden_dim=4", "critic_hidden_dim=4", "threads=1", "n_evaluation_episodes=1")
-           for a in ("--set", kv)])
-    cfg = preset(args.preset).replace(**requested_changes(args)).validate()
+        + set_args({"n_warmup_steps": WARMUP, "n_warmup_steps_critic": WARMUP, "n_warmup_steps_actor": WARMUP,
+                    "sequence_length": 4, "batch_size": 2, "actor_hidden_dim": 4, "critic_hidden_dim": 4,
+                    "threads": 1, "n_evaluation_episodes": 1}))
+    cfg = new_run_config(args)
     assert cfg.environment == f"gymnasium:{env_id}" and cfg.total_steps == STEPS
     trainer = Trainer(cfg, 0)
     assert (type(trainer.agent).__name__ == "DiscreteSAC") == discrete
     while not trainer.step():
         pass
     assert trainer.step_count == STEPS
-    assert trainer.agent.critics[0].adam_t == STEPS - WARMUP and np.isfinite(trainer.agent.actor.params).all()
+    agent = trainer.agent
+    assert [c.adam_t for c in agent.critics] == [STEPS - WARMUP] * 2 and agent.actor.adam_t == STEPS - WARMUP
+    assert np.isfinite(agent.actor.params).all()
     stored = trainer.buffer.action[0, :STEPS]
     if discrete:
         assert (stored == np.floor(stored)).all() and (stored >= 0).all()

@@ -20,7 +20,6 @@ Gymnasium is imported lazily: importing this module does not need it.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
