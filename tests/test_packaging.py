@@ -204,3 +204,15 @@ def test_the_kernels_load_without_scipy_linalg_and_scipy_linalg_still_imports_af
                                 @ (np.arange(12, dtype=np.float32).reshape(3, 4) / 7)[2]))
     assert float(value) == pytest.approx(expected, rel=1e-6)
     assert float(lines[3]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_console_scripts_name_callables():
+    """pyproject's [project.scripts] entries ("memrl" for python -m memrl) resolve to functions."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["memrl"] == "memrl.__main__:console_main"
+    for target in scripts.values():
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name)), target
