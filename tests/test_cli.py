@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from memrl.__main__ import build_parser, parse_overrides
-from memrl.config import preset
+from memrl.config import PRESET_DOCS, preset
 from memrl.loop import Trainer
 from helpers import assert_one_error_line, cli
 
@@ -87,8 +87,9 @@ def test_help_says_what_a_user_needs():
 def test_presets_lists_all_and_shows_one():
     listing = cli("presets")
     assert listing.returncode == 0
-    for name in ("memory-chapter", "memory-chapter-td3", "pendulum-sac", "pendulum-td3"):
-        assert re.search(rf"^{name}\s+\S", listing.stdout, re.M), listing.stdout
+    for name, doc in PRESET_DOCS.items():  # every preset, with the first line of its docstring
+        summary = doc.split("\n")[0]
+        assert re.search(rf"^{re.escape(name)}\s+{re.escape(summary)}$", listing.stdout, re.M), name
     one = cli("presets", "pendulum-td3", "--json")
     shown = json.loads(one.stdout)
     assert shown == preset("pendulum-td3").to_dict()
