@@ -474,13 +474,22 @@ PRESETS: dict[str, Config] = {
 }
 
 
-_POMDP_SOURCE = ("Source: Ni et al. 2022, \"Recurrent Model-Free RL Can Be a Strong Baseline for Many POMDPs\" "
-                 "(pomdp-baselines: envs/pomdp, configs/pomdp/{task}/v/rnn.yml{algo}); the settings that "
-                 "differ from it, and why, are in docs/pomdp.md.")
-_POPGYM_SOURCE = ("Source: Morad et al. 2023, \"POPGym: Benchmarking Partially Observable Reinforcement "
-                  "Learning\" (the task, its Easy level and the MMER score); agent settings as pomdp-baselines' "
-                  "recurrent {agent} (Ni et al. 2022), with the differences docs/pomdp.md gives. Needs pip install "
-                  "'memrl[popgym]'.")
+def _pomdp_doc(summary: str, task: str, algo: str) -> str:
+    """A pomdp-baselines preset's docstring: ``summary``, then the paper and the config file."""
+    discrete = " Discrete SAC: Christodoulou 2019." if algo == "sacd" else ""
+    flag = "algo: sacd" if algo == "sacd" else f"--algo {algo}"
+    return (f"{summary}\nSource: Ni et al. 2022, \"Recurrent Model-Free RL Can Be a Strong Baseline for Many "
+            f"POMDPs\" (pomdp-baselines: envs/pomdp, configs/pomdp/{task}/v/rnn.yml, {flag}); the settings "
+            f"that differ from it, and why, are in docs/pomdp.md.{discrete}")
+
+
+def _popgym_doc(task: str, agent: str = "discrete SAC") -> str:
+    """A POPGym preset's docstring: the task, then the papers (POPGym's, and pomdp-baselines' for the agent)."""
+    return (f"Recurrent {agent} on POPGym's {task}.\nSource: Morad et al. 2023, \"POPGym: Benchmarking "
+            f"Partially Observable Reinforcement Learning\" (the task, its Easy level and the MMER score); agent "
+            f"settings as pomdp-baselines' recurrent {agent} (Ni et al. 2022), with the differences docs/pomdp.md "
+            f"gives. Needs pip install 'memrl[popgym]'.")
+
 
 PRESET_DOCS: dict[str, str] = {
     "memory-chapter": "Recurrent SAC on the counting task, the RLtools memory chapter value for value.\n"
@@ -494,32 +503,22 @@ PRESET_DOCS: dict[str, str] = {
                     "(src/rl/environments/pendulum/sac: batches of 100, 3-layer 64-unit MLPs), gamma 0.99, lr 1e-3.",
     "pendulum-td3": "Feed-forward TD3 on memrl's Pendulum (fully observed).\n"
                     "Source: Fujimoto et al. 2018 (TD3), with pendulum-sac's settings.",
-    "pendulum-p-sac": "Recurrent SAC on Pendulum observing the angle only (Pendulum-P).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo sac"),
-    "pendulum-p-td3": "Recurrent TD3 on Pendulum observing the angle only (Pendulum-P).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo td3"),
-    "pendulum-v-sac": "Recurrent SAC on Pendulum observing the angular velocity only (Pendulum-V).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo sac"),
-    "pendulum-v-td3": "Recurrent TD3 on Pendulum observing the angular velocity only (Pendulum-V).\n"
-                      + _POMDP_SOURCE.format(task="pendulum", algo=", --algo td3"),
-    "cartpole-p-sac": "Recurrent discrete SAC on CartPole-v1 observing positions only (CartPole-P).\n"
-                      + _POMDP_SOURCE.format(task="cartpole", algo=", algo: sacd")
-                      + " Discrete SAC: Christodoulou 2019.",
-    "cartpole-v-sac": "Recurrent discrete SAC on CartPole-v1 observing velocities only (CartPole-V).\n"
-                      + _POMDP_SOURCE.format(task="cartpole", algo=", algo: sacd")
-                      + " Discrete SAC: Christodoulou 2019.",
-    "popgym-repeat-previous-easy": "Recurrent discrete SAC on POPGym's RepeatPreviousEasy.\n"
-                                   + _POPGYM_SOURCE.format(agent="discrete SAC"),
-    "popgym-repeat-first-easy": "Recurrent discrete SAC on POPGym's RepeatFirstEasy.\n"
-                                + _POPGYM_SOURCE.format(agent="discrete SAC"),
-    "popgym-position-only-cartpole-easy": "Recurrent discrete SAC on POPGym's PositionOnlyCartPoleEasy.\n"
-                                          + _POPGYM_SOURCE.format(agent="discrete SAC"),
-    "popgym-velocity-only-cartpole-easy": "Recurrent discrete SAC on POPGym's VelocityOnlyCartpoleEasy.\n"
-                                          + _POPGYM_SOURCE.format(agent="discrete SAC"),
-    "popgym-position-only-pendulum-easy": "Recurrent SAC on POPGym's PositionOnlyPendulumEasy.\n"
-                                          + _POPGYM_SOURCE.format(agent="SAC"),
-    "popgym-multiarmed-bandit-easy": "Recurrent discrete SAC on POPGym's MultiarmedBanditEasy.\n"
-                                     + _POPGYM_SOURCE.format(agent="discrete SAC"),
+    "pendulum-p-sac": _pomdp_doc("Recurrent SAC on Pendulum observing the angle only (Pendulum-P).", "pendulum", "sac"),
+    "pendulum-p-td3": _pomdp_doc("Recurrent TD3 on Pendulum observing the angle only (Pendulum-P).", "pendulum", "td3"),
+    "pendulum-v-sac": _pomdp_doc("Recurrent SAC on Pendulum observing the angular velocity only (Pendulum-V).",
+                                 "pendulum", "sac"),
+    "pendulum-v-td3": _pomdp_doc("Recurrent TD3 on Pendulum observing the angular velocity only (Pendulum-V).",
+                                 "pendulum", "td3"),
+    "cartpole-p-sac": _pomdp_doc("Recurrent discrete SAC on CartPole-v1 observing positions only (CartPole-P).",
+                                 "cartpole", "sacd"),
+    "cartpole-v-sac": _pomdp_doc("Recurrent discrete SAC on CartPole-v1 observing velocities only (CartPole-V).",
+                                 "cartpole", "sacd"),
+    "popgym-repeat-previous-easy": _popgym_doc("RepeatPreviousEasy"),
+    "popgym-repeat-first-easy": _popgym_doc("RepeatFirstEasy"),
+    "popgym-position-only-cartpole-easy": _popgym_doc("PositionOnlyCartPoleEasy"),
+    "popgym-velocity-only-cartpole-easy": _popgym_doc("VelocityOnlyCartpoleEasy"),
+    "popgym-position-only-pendulum-easy": _popgym_doc("PositionOnlyPendulumEasy", agent="SAC"),
+    "popgym-multiarmed-bandit-easy": _popgym_doc("MultiarmedBanditEasy"),
 }
 """Each preset's docstring: a one-line summary, then its source (paper or library)."""
 
